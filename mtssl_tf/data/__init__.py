@@ -1,0 +1,1 @@
+"""Data: decoding, colour conversion, sample data and TFRecord I/O."""

@@ -1,0 +1,1 @@
+"""Networks: the ResNet-v2 trunk, LassoCombine, and the task heads."""

@@ -1,0 +1,1 @@
+"""Pretext tasks: one module per task, all registered in tasks/registry.py."""

@@ -1,0 +1,44 @@
+"""The one registry of pretext tasks: name -> task module (see tasks/base.py).
+
+Filled in one place, below. Modules are imported on first use so that
+``import mtssl_tf.tasks.registry`` stays cheap.
+"""
+
+import importlib
+from typing import Dict, List, Optional
+
+_MODULES: Dict[str, str] = {}
+
+
+def register(name: str, module_path: str) -> None:
+  """Registers a task module under ``name``; raises on a duplicate name."""
+  if name in _MODULES:
+    raise ValueError(
+        f"Task {name!r} is already registered (by {_MODULES[name]}); task "
+        f"names must be unique.")
+  _MODULES[name] = module_path
+
+
+register("rp", "mtssl_tf.tasks.relative_position")
+register("col", "mtssl_tf.tasks.colorization")
+register("ex", "mtssl_tf.tasks.exemplar")
+register("ms", "mtssl_tf.tasks.motion_segmentation")
+
+
+def names() -> List[str]:
+  """Registered task names, in registration order."""
+  return list(_MODULES)
+
+
+def get_module(name: str):
+  """Returns the task module registered as ``name``."""
+  if name not in _MODULES:
+    raise ValueError(
+        f"Unknown task {name!r}; registered tasks are {names()}.")
+  return importlib.import_module(_MODULES[name])
+
+
+def build(name: str, config: Optional[object] = None):
+  """Returns ``Task(config)`` of task ``name`` (default config if None)."""
+  module = get_module(name)
+  return module.Task(config if config is not None else module.Config())

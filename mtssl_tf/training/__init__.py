@@ -1,0 +1,1 @@
+"""The distributed multi-task training loop, optimizers and checkpoints."""

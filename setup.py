@@ -1,0 +1,44 @@
+"""mtssl_tf: multi-task self-supervised visual learning (Doersch & Zisserman, ICCV 2017) in TF 2 / Keras 2."""
+
+import setuptools
+
+# The stack is pinned as measured in SPEC.md ("The dependency stack"):
+# tf-models-official 2.20.0 requires tensorflow~=2.20.0, and tf_keras (Keras 2)
+# is what Model Garden and tf.distribute custom loops are built on.
+# tensorflow-addons and tensorflow-io are deliberately absent: neither loads on
+# TF 2.20 (see SPEC.md).
+INSTALL_REQUIRES = [
+    "tensorflow~=2.20.0",
+    "tf-keras~=2.20.0",
+    "tf-models-official==2.20.0",
+    "absl-py>=1.0",
+    "numpy>=1.26",
+    "opencv-python-headless>=4.8",
+    # The built-in sample photos ship inside scikit-image's wheel
+    # (skimage.data.astronaut, chelsea, coffee, ...); nothing is downloaded.
+    "scikit-image>=0.22",
+]
+
+TEST_REQUIRES = [
+    "pytest>=7",
+    # TF-Slim's resnet_v2 is the reference architecture of the paper; the
+    # equivalence tests build it. Also a tf-models-official dependency.
+    "tf-slim==1.1.0",
+]
+
+setuptools.setup(
+    name="mtssl_tf",
+    version="0.1.0",
+    description=(
+        "Multi-task self-supervised visual learning (Doersch & Zisserman, "
+        "ICCV 2017) in TensorFlow 2 / tf_keras"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=setuptools.find_packages(include=["mtssl_tf", "mtssl_tf.*"]),
+    package_data={"mtssl_tf": ["data/assets/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    license="Apache-2.0",
+)
