@@ -17,6 +17,10 @@ INSTALL_REQUIRES = [
     # The built-in sample photos ship inside scikit-image's wheel
     # (skimage.data.astronaut, chelsea, coffee, ...); nothing is downloaded.
     "scikit-image>=0.22",
+    # DataConfig(source="tfds"): tensorflow-datasets (a tf-models-official
+    # dependency) 4.9.x imports importlib_resources when it prepares or loads
+    # a builder, but declares it only for Python < 3.9.
+    "importlib_resources>=6",
 ]
 
 TEST_REQUIRES = [
