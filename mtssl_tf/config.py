@@ -4,7 +4,7 @@ tested on its own.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,3 +57,71 @@ class DataConfig:
   tfds_split: str = "train"
   tfds_data_dir: Optional[str] = None
   tfds_manual_dir: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The multi-task training run (paper §4; mtssl_tf/training/loop.py).
+
+  Attributes:
+    model_dir: checkpoints, TensorBoard logs, run.json; resumed if present.
+    max_steps: global steps to train (a global step is one cycle of updates).
+    batch_size: examples per task per replica (tasks may override it).
+    task_batch_size: per-task override of batch_size, e.g. {"col": 4}.
+    replicas_per_task: task -> replicas; empty = spread evenly over devices.
+    steps_per_cycle: task -> updates per global step (default 1 each).
+    task_step_cost: task -> cost of one update, for compute accounting (paper
+      §6 "Implementation details"); default 1.0 each.
+    learning_rate: RMSProp learning rate, per task override in
+      task_learning_rate. No schedule (paper §4).
+    rmsprop_decay, rmsprop_momentum, rmsprop_epsilon: TF-Slim's RMSProp
+      defaults (0.9, 0.9, 1.0).
+    lasso: feed each head a LassoCombine of the block-3 units (paper §3.2).
+    lasso_l1: L1 weight of the lasso penalty.
+    lasso_init: "last" or "uniform" (LassoCombine initializer).
+    checkpoint_every_steps / checkpoint_every_secs / checkpoint_every_cost:
+      save when any of these intervals passes (0 disables one).
+    keep_checkpoints: checkpoints kept by the CheckpointManager.
+    log_every_steps: console progress line and scalar summaries interval.
+    image_summary_every_steps: task prediction images interval (0: never).
+    profile_steps: (first, last) global steps to trace with the profiler.
+    seed: seed of data order and initialisation.
+    init_checkpoint: converted trunk checkpoint to start from (optional).
+  """
+  model_dir: str = "runs/default"
+  max_steps: int = 10
+  batch_size: int = 2
+  task_batch_size: Dict[str, int] = dataclasses.field(default_factory=dict)
+  replicas_per_task: Dict[str, int] = dataclasses.field(default_factory=dict)
+  steps_per_cycle: Dict[str, int] = dataclasses.field(default_factory=dict)
+  task_step_cost: Dict[str, float] = dataclasses.field(default_factory=dict)
+  learning_rate: float = 1e-3
+  task_learning_rate: Dict[str, float] = dataclasses.field(
+      default_factory=dict)
+  rmsprop_decay: float = 0.9
+  rmsprop_momentum: float = 0.9
+  rmsprop_epsilon: float = 1.0
+  lasso: bool = False
+  lasso_l1: float = 0.0
+  lasso_init: str = "last"
+  checkpoint_every_steps: int = 1000
+  checkpoint_every_secs: float = 600.0
+  checkpoint_every_cost: float = 0.0
+  keep_checkpoints: int = 5
+  log_every_steps: int = 10
+  image_summary_every_steps: int = 0
+  profile_steps: Optional[Tuple[int, int]] = None
+  seed: int = 0
+  init_checkpoint: Optional[str] = None
+
+  def batch_size_of(self, task: str) -> int:
+    return self.task_batch_size.get(task, self.batch_size)
+
+  def steps_per_cycle_of(self, task: str) -> int:
+    return self.steps_per_cycle.get(task, 1)
+
+  def step_cost_of(self, task: str) -> float:
+    return self.task_step_cost.get(task, 1.0)
+
+  def learning_rate_of(self, task: str) -> float:
+    return self.task_learning_rate.get(task, self.learning_rate)

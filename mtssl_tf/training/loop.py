@@ -1,0 +1,308 @@
+"""The multi-task training loop (paper §4, Figure 2): a tf.distribute custom loop.
+
+One global step is one cycle: every task makes ``steps_per_cycle`` updates.
+Within an update, each replica computes only the tasks the replica plan gives
+it (``replicas.py``): it reads its own batch of that task, runs trunk + head,
+and takes the gradient of that task's loss with respect to the variables of
+that task (trunk, its lasso row, its head). Gradients are summed over all
+replicas (replicas of other tasks contribute zeros) and divided by the task's
+group size, i.e. averaged over the task's own group, then applied by the
+task's own RMSProp. So the trunk carries one set of RMSProp slots per task and
+a head is only ever touched by its task. On one host the tasks advance in
+lockstep; each task's update is still its own computation (``_task_grads`` and
+``_apply_task``), which is what running tasks on separate hosts needs.
+
+Sections below: setup, data, model, step, checkpoint, summaries, loop.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from mtssl_tf import config as config_lib
+from mtssl_tf.models import multitask
+from mtssl_tf.models import slim_conversion
+from mtssl_tf.training import checkpointing
+from mtssl_tf.training import optimizers as optimizers_lib
+from mtssl_tf.training import replicas
+from mtssl_tf.training import summaries
+
+
+class NonFiniteLossError(RuntimeError):
+  """A task's loss became NaN or Inf; the run stopped without applying it."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What ``train`` returns."""
+  network: multitask.MultiTaskNetwork
+  state: Dict[str, float]
+  checkpoint: Optional[str]
+  last_logs: Dict[str, Dict[str, float]]
+  skipped: Dict[str, Dict[str, int]]
+
+
+def _log_keys(task, head, labels_spec) -> Tuple[str, ...]:
+  """Names of ``task.metrics`` outputs, found by tracing (no computation)."""
+  outputs_spec = tf.nest.map_structure(
+      lambda t: tf.TensorSpec(t.shape, t.dtype), head.output)
+  traced = tf.function(task.metrics).get_concrete_function(
+      labels_spec, outputs_spec)
+  return tuple(sorted(traced.structured_outputs))
+
+
+def _worker_index(strategy) -> int:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  return int(getattr(resolver, "task_id", 0) or 0) if resolver else 0
+
+
+def train(trunk_config: config_lib.TrunkConfig,
+          tasks: Mapping[str, object],
+          data: Mapping[str, config_lib.DataConfig],
+          cfg: config_lib.TrainConfig,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+  """Trains the multi-task network; resumes from ``cfg.model_dir`` if present.
+
+  Args:
+    trunk_config: the trunk (``config.TrunkConfig``).
+    tasks: task name -> task object (tasks/base.py contract), in order.
+    data: task name -> its data source.
+    cfg: the run.
+    strategy: a tf.distribute strategy (default: the current/default one).
+    log: where progress lines go.
+
+  Raises:
+    ValueError: an invalid combination (replica plan, model dir, data).
+    NonFiniteLossError: a loss became NaN/Inf (the update is not applied and
+      nothing is saved after the last good checkpoint).
+  """
+  # ---- Setup --------------------------------------------------------------
+  names = list(tasks)
+  strategy = strategy or tf.distribute.get_strategy()
+  plan = replicas.plan_replicas(names, strategy.num_replicas_in_sync,
+                                cfg.replicas_per_task)
+  resumed_run = checkpointing.prepare_model_dir(
+      cfg.model_dir, checkpointing.run_info(names, trunk_config, cfg.lasso))
+  log(f"Replica plan ({strategy.num_replicas_in_sync} replicas): "
+      f"{plan.describe()}")
+
+  # ---- Data: one iterator per task, outside the strategy scope (the skip
+  # counters of the sources are host variables updated inside tf.data).
+  worker = _worker_index(strategy)
+  datasets = {t: tasks[t].make_dataset(data[t], cfg.batch_size_of(t),
+                                       seed=cfg.seed + 1000 * worker + i)
+              for i, t in enumerate(names)}
+  iterators = {t: iter(ds) for t, ds in datasets.items()}
+
+  # ---- Model, optimizers, state -------------------------------------------
+  with strategy.scope():
+    network = multitask.MultiTaskNetwork(
+        trunk_config, tasks, lasso=cfg.lasso, lasso_l1=cfg.lasso_l1,
+        lasso_init=cfg.lasso_init)
+    opts = {t: optimizers_lib.SlimRMSProp(
+        cfg.learning_rate_of(t), cfg.rmsprop_decay, cfg.rmsprop_momentum,
+        cfg.rmsprop_epsilon, name=f"rmsprop_{t}") for t in names}
+    for t in names:
+      opts[t].build(network.task_variables(t))
+    state = checkpointing.RunState(names)
+  log_keys = {t: _log_keys(tasks[t], network.heads[t],
+                           datasets[t].element_spec[1]) for t in names}
+
+  # ---- Checkpoint: restore or initialise -----------------------------------
+  ckpt = tf.train.Checkpoint(trunk=network.trunk, heads=network.heads,
+                             lasso=network.lasso, optimizers=opts, state=state)
+  manager = tf.train.CheckpointManager(ckpt, cfg.model_dir,
+                                       max_to_keep=cfg.keep_checkpoints)
+  if manager.latest_checkpoint:
+    try:
+      ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      raise ValueError(
+          f"Checkpoint {manager.latest_checkpoint} does not fit this model "
+          f"({type(e).__name__}: {str(e)[:300]}). Use a new --model_dir; the "
+          f"checkpoint was left untouched.") from None
+    log(f"Resumed from {manager.latest_checkpoint} at {state.as_dict()}")
+  elif resumed_run:
+    log(f"{cfg.model_dir} has run.json but no checkpoint: starting at 0.")
+  if not manager.latest_checkpoint and cfg.init_checkpoint:
+    slim_conversion.restore_trunk(network.trunk, cfg.init_checkpoint)
+    log(f"Initialised the trunk from {cfg.init_checkpoint}")
+
+  # ---- Step ----------------------------------------------------------------
+  def _task_grads(t, rid):
+    """Gradients and logs of task t on replica rid (zeros off its group)."""
+    variables = network.task_variables(t)
+    if t not in plan.tasks_of_replica[rid]:
+      zeros = {k: tf.constant(0.0) for k in log_keys[t]}
+      zeros.update(loss=tf.constant(0.0), total_loss=tf.constant(0.0),
+                   examples=tf.constant(0.0))
+      return [tf.zeros_like(v) for v in variables], zeros
+    images, labels = next(iterators[t])
+    with tf.GradientTape() as tape:
+      outputs = network(t, images, training=True)
+      loss = tf.cast(tasks[t].loss(labels, outputs), tf.float32)
+      total = loss + network.regularization_loss(t)
+    grads = tape.gradient(total, variables)
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+             for g, v in zip(grads, variables)]
+    logs = {k: tf.cast(v, tf.float32)
+            for k, v in tasks[t].metrics(labels, outputs).items()}
+    logs.update(loss=loss, total_loss=total,
+                examples=tf.cast(tf.shape(images)[0], tf.float32))
+    return grads, logs
+
+  def _replica_step(active):
+    ctx = tf.distribute.get_replica_context()
+    rid = tf.get_static_value(ctx.replica_id_in_sync_group)
+    results = {t: _task_grads(t, rid) for t in active}
+    if strategy.num_replicas_in_sync > 1:
+      results = ctx.all_reduce(tf.distribute.ReduceOp.SUM, results)
+    return results
+
+  def _apply_task(t, grads, logs):
+    """Averages over t's group and applies t's RMSProp unless non-finite."""
+    n = float(plan.group_size(t))
+    grads = [g / n for g in grads]
+    finite = tf.math.is_finite(logs["total_loss"])
+    apply = lambda: opts[t].apply_gradients(  # noqa: E731
+        zip(grads, network.task_variables(t)))
+    tf.cond(finite, apply, tf.no_op)
+    state.task_steps[t].assign_add(tf.cast(finite, tf.int64))
+    averaged = {k: v / n for k, v in logs.items() if k != "examples"}
+    averaged["examples"] = logs["examples"]
+    return averaged
+
+  def _step(active):
+    per_replica = strategy.run(_replica_step, args=(active,))
+    results = {t: tf.nest.map_structure(
+        lambda v: strategy.experimental_local_results(v)[0], per_replica[t])
+               for t in active}
+    return {t: _apply_task(t, *results[t]) for t in active}
+
+  cycle_length = max(cfg.steps_per_cycle_of(t) for t in names)
+  cycle = [tuple(t for t in names if cfg.steps_per_cycle_of(t) > i)
+           for i in range(cycle_length)]
+  step_fns = {active: tf.function(lambda a=active: _step(a))
+              for active in set(cycle)}
+  costs = {t: cfg.step_cost_of(t) for t in names}
+
+  # ---- Summaries -----------------------------------------------------------
+  writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
+  policy = checkpointing.SavePolicy(
+      cfg.checkpoint_every_steps, cfg.checkpoint_every_secs,
+      cfg.checkpoint_every_cost, start_step=int(state.global_step.numpy()),
+      start_cost=float(state.cost.numpy()))
+
+  def skipped_counts():
+    return {t: tasks[t].skipped.as_dict()
+            for t in names if getattr(tasks[t], "skipped", None) is not None}
+
+  def write_scalars(step, logs, rates, steps_per_sec):
+    with writer.as_default(step=step):
+      for t, values in logs.items():
+        for k, v in values.items():
+          if k != "examples":
+            tf.summary.scalar(f"{t}/{k}", v)
+        tf.summary.scalar(f"{t}/examples_per_sec", rates[t])
+        tf.summary.scalar(f"{t}/steps", state.task_steps[t])
+      tf.summary.scalar("cost", state.cost)
+      tf.summary.scalar("global_steps_per_sec", steps_per_sec)
+      for t, counts in skipped_counts().items():
+        for reason, n in counts.items():
+          tf.summary.scalar(f"skipped_inputs/{t}/{reason}", n)
+      if cfg.lasso:
+        tf.summary.image("lasso/abs_alpha",
+                         summaries.alpha_heatmap(network.alpha_matrix()))
+
+  def write_images(step):
+    with writer.as_default(step=step):
+      for t in names:
+        images, labels = next(iterators[t])
+        outputs = network(t, images, training=False)
+        for name, image in tasks[t].summary_images(
+            images, labels, outputs).items():
+          tf.summary.image(f"{t}/{name}", image, max_outputs=4)
+
+  saved_step = [None]
+
+  def save(reason):
+    path = manager.save(checkpoint_number=state.global_step)
+    saved_step[0] = int(state.global_step.numpy())
+    policy.saved(saved_step[0], float(state.cost.numpy()))
+    log(f"Saved {path} ({reason})")
+    return path
+
+  # ---- Loop ----------------------------------------------------------------
+  step = int(state.global_step.numpy())
+  start_step, last_logs, window = step, {}, []
+  window_start, window_examples = time.monotonic(), {t: 0.0 for t in names}
+  window_steps = 0
+  profiling = False
+  path = manager.latest_checkpoint
+  if step >= cfg.max_steps:
+    log(f"Already at step {step} >= max_steps {cfg.max_steps}.")
+  try:
+    while step < cfg.max_steps:
+      if cfg.profile_steps and step == cfg.profile_steps[0]:
+        tf.profiler.experimental.start(os.path.join(cfg.model_dir, "profile"))
+        profiling = True
+      cycle_logs = [step_fns[active]() for active in cycle]
+      merged = {}
+      for logs in cycle_logs:
+        for t, values in logs.items():
+          merged.setdefault(t, []).append(
+              {k: float(v.numpy()) for k, v in values.items()})
+      last_logs = {t: summaries.mean_dicts(v) for t, v in merged.items()}
+      for t, values in last_logs.items():
+        if not np.isfinite(values["total_loss"]):
+          raise NonFiniteLossError(
+              f"Task {t!r} has a non-finite loss ({values['loss']}, total "
+              f"{values['total_loss']}) at global step {step}; the update "
+              f"was not applied and the last good checkpoint "
+              f"({manager.latest_checkpoint}) is kept. Lower the learning "
+              f"rate of {t} (--task_learning_rate={t}:...) or check its "
+              f"inputs.")
+        window_examples[t] += sum(v["examples"] for v in merged[t])
+      state.global_step.assign_add(1)
+      state.cost.assign(checkpointing.step_cost(
+          costs, {t: int(v.numpy()) for t, v in state.task_steps.items()}))
+      step += 1
+      window_steps += 1
+      if profiling and step > cfg.profile_steps[1]:
+        tf.profiler.experimental.stop()
+        profiling = False
+
+      if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
+        elapsed = max(time.monotonic() - window_start, 1e-9)
+        rates = {t: window_examples[t] / elapsed for t in names}
+        steps_per_sec = window_steps / elapsed
+        write_scalars(step, last_logs, rates, steps_per_sec)
+        skipped_total = sum(sum(c.values())
+                            for c in skipped_counts().values())
+        log(summaries.progress_line(
+            step, cfg.max_steps, {t: v["loss"] for t, v in last_logs.items()},
+            rates, steps_per_sec, float(state.cost.numpy()), skipped_total))
+        window_start, window_steps = time.monotonic(), 0
+        window_examples = {t: 0.0 for t in names}
+      if (cfg.image_summary_every_steps and
+          step % cfg.image_summary_every_steps == 0):
+        write_images(step)
+      reason = policy.should_save(step, float(state.cost.numpy()))
+      if reason:
+        path = save(reason)
+    if saved_step[0] != step and (step > start_step or path is None):
+      path = save("end of training")
+  except KeyboardInterrupt:
+    path = save("interrupted")
+    raise
+  finally:
+    if profiling:
+      tf.profiler.experimental.stop()
+    writer.flush()
+  return TrainResult(network=network, state=state.as_dict(), checkpoint=path,
+                     last_logs=last_logs, skipped=skipped_counts())

@@ -1,0 +1,96 @@
+"""TF-Slim's RMSProp, one instance per task (paper §4, Figure 2).
+
+Every task applies its own gradients with its own RMSProp, so the shared trunk
+carries one set of slot variables per task. The update is TF1's
+``tf.compat.v1.train.RMSPropOptimizer`` (what TF-Slim training used):
+
+    ms  <- decay * ms + (1 - decay) * g**2          (ms starts at 1, as TF1)
+    mom <- momentum * mom + lr * g / sqrt(ms + eps)
+    var <- var - mom
+
+with TF-Slim's defaults decay 0.9, momentum 0.9, epsilon 1.0. (tf_keras's
+RMSprop has the same formula but starts ms at 0.)
+
+Slots live in dicts keyed by the variable's path (e.g.
+``block3/unit_7/bottleneck_v2/conv1/kernel``) so a checkpoint names them:
+``optimizers/<task>/ms/<path>`` and ``optimizers/<task>/mom/<path>``
+(``/`` is escaped as ``.S`` in checkpoint keys).
+
+Updates are applied in cross-replica context (the training loop all-reduces
+the gradients first); slots are created under the strategy scope so they are
+mirrored like the variables they belong to.
+"""
+
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import tensorflow as tf
+
+
+def variable_path(variable) -> str:
+  """A stable name for a model variable: its name without ':0'."""
+  return variable.name.split(":")[0]
+
+
+class SlimRMSProp(tf.Module):
+  """RMSProp with TF1/TF-Slim semantics and named slot variables.
+
+  Args:
+    learning_rate: step size (constant: no schedule for self-supervised tasks,
+      paper §4).
+    decay: moving-average decay of the squared gradient.
+    momentum: momentum of the update.
+    epsilon: added to the mean square inside the square root.
+    name: module name, e.g. "rmsprop_rp".
+  """
+
+  def __init__(self, learning_rate: float, decay: float = 0.9,
+               momentum: float = 0.9, epsilon: float = 1.0,
+               name: str = "rmsprop"):
+    super().__init__(name=name)
+    self.learning_rate = learning_rate
+    self.decay = decay
+    self.momentum = momentum
+    self.epsilon = epsilon
+    self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                  name="iterations")
+    self.ms: Dict[str, tf.Variable] = {}
+    self.mom: Dict[str, tf.Variable] = {}
+    self._keys: List[str] = []
+
+  def build(self, variables: Sequence[tf.Variable]) -> None:
+    """Creates the slots of ``variables`` (call under the strategy scope)."""
+    keys = [variable_path(v) for v in variables]
+    if len(set(keys)) != len(keys):
+      raise ValueError(f"{self.name}: variable names are not unique.")
+    for key, v in zip(keys, variables):
+      if key in self.ms:
+        continue
+      self.ms[key] = tf.Variable(tf.ones(v.shape, v.dtype), trainable=False,
+                                 name=f"ms/{key}")
+      self.mom[key] = tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                                  name=f"mom/{key}")
+    self._keys = keys
+
+  def slot_names(self) -> List[str]:
+    return sorted(self.ms)
+
+  def apply_gradients(
+      self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]):
+    """Applies one update (cross-replica context, or no strategy)."""
+    ops = []
+    for grad, var in grads_and_vars:
+      if grad is None:
+        continue
+      key = variable_path(var)
+      if key not in self.ms:
+        raise ValueError(f"{self.name} was not built for variable {key!r}.")
+      ms, mom = self.ms[key], self.mom[key]
+      grad = tf.convert_to_tensor(grad)
+      new_ms = self.decay * ms + (1.0 - self.decay) * tf.square(grad)
+      new_mom = self.momentum * mom + self.learning_rate * grad * tf.math.rsqrt(
+          new_ms + self.epsilon)
+      ops.append(ms.assign(new_ms))
+      ops.append(mom.assign(new_mom))
+      ops.append(var.assign_sub(new_mom))
+    ops.append(self.iterations.assign_add(1))
+    return tf.group(ops)

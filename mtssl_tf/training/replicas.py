@@ -1,0 +1,153 @@
+"""Distribution strategy and per-task replica groups (paper §4, Figure 2).
+
+The paper trains each task on its own group of GPU machines: a task's
+gradients are averaged over its own replicas and applied by its own RMSProp.
+Here one ``tf.distribute`` strategy holds all replicas and every replica is
+assigned the tasks it computes:
+
+  * more replicas than tasks: each replica computes exactly one task, and the
+    task's replica group is the replicas assigned to it;
+  * fewer replicas than tasks (e.g. one CPU): replicas compute several tasks
+    each, round robin; with one replica it computes every task.
+
+Strategies (``make_strategy``): "default" (one device), "mirrored" (all local
+GPUs, or ``num_cpu_devices`` logical CPU devices for testing and CPU hosts),
+"multi_worker" (MultiWorkerMirroredStrategy configured by ``TF_CONFIG``).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def configure_cpu_devices(num_cpu_devices: int) -> None:
+  """Splits the host CPU into logical devices; must precede any TF op."""
+  if num_cpu_devices <= 1:
+    return
+  cpus = tf.config.list_physical_devices("CPU")
+  try:
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+  except RuntimeError as e:
+    current = len(tf.config.list_logical_devices("CPU"))
+    if current != num_cpu_devices:
+      raise ValueError(
+          f"Cannot split the CPU into {num_cpu_devices} devices after "
+          f"TensorFlow started ({current} exist): {e}") from None
+
+
+def make_strategy(name: str = "default", num_cpu_devices: int = 0):
+  """Builds the tf.distribute strategy named ``name``."""
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise ValueError(
+          "--strategy=multi_worker needs the TF_CONFIG environment variable "
+          "(cluster spec and this worker's task), see "
+          "tf.distribute.MultiWorkerMirroredStrategy.")
+    json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  configure_cpu_devices(num_cpu_devices)
+  gpus = tf.config.list_logical_devices("GPU")
+  devices = ([d.name for d in gpus] if gpus else
+             [d.name for d in tf.config.list_logical_devices("CPU")])
+  return tf.distribute.MirroredStrategy(devices=devices)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaPlan:
+  """Which tasks each replica computes.
+
+  Attributes:
+    tasks_of_replica: for replica i, the tasks it computes.
+  """
+  tasks_of_replica: List[List[str]]
+
+  @property
+  def num_replicas(self) -> int:
+    return len(self.tasks_of_replica)
+
+  def group(self, task: str) -> List[int]:
+    """The replica ids of ``task``'s group."""
+    return [i for i, tasks in enumerate(self.tasks_of_replica) if task in tasks]
+
+  def group_size(self, task: str) -> int:
+    return len(self.group(task))
+
+  def describe(self) -> str:
+    return ", ".join(f"{t}: replicas {self.group(t)}"
+                     for t in dict.fromkeys(
+                         t for ts in self.tasks_of_replica for t in ts))
+
+
+def plan_replicas(tasks: Sequence[str], num_replicas: int,
+                  replicas_per_task: Optional[Mapping[str, int]] = None
+                  ) -> ReplicaPlan:
+  """Assigns tasks to replicas.
+
+  Args:
+    tasks: task names, in order.
+    num_replicas: replicas in sync of the strategy.
+    replicas_per_task: explicit group sizes (must cover every task and sum to
+      ``num_replicas``); empty or None spreads replicas evenly.
+
+  Raises:
+    ValueError: an allocation that names unknown tasks, misses a task, or does
+      not match the replica count; the message says what would.
+  """
+  tasks = list(tasks)
+  if replicas_per_task:
+    unknown = sorted(set(replicas_per_task) - set(tasks))
+    missing = [t for t in tasks if t not in replicas_per_task]
+    if unknown or missing:
+      raise ValueError(
+          f"--replicas_per_task must name exactly the trained tasks {tasks}: "
+          f"unknown {unknown}, missing {missing}.")
+    if any(n < 1 for n in replicas_per_task.values()):
+      raise ValueError("--replicas_per_task: every task needs >= 1 replica.")
+    total = sum(replicas_per_task.values())
+    if total != num_replicas:
+      even = plan_replicas(tasks, num_replicas)
+      suggestion = ",".join(f"{t}:{even.group_size(t)}" for t in tasks)
+      raise ValueError(
+          f"--replicas_per_task allocates {total} replicas but the strategy "
+          f"has {num_replicas}; make them sum to {num_replicas} (e.g. "
+          f"--replicas_per_task={suggestion}) or change the device count.")
+    plan = []
+    for t in tasks:
+      plan.extend([[t]] * replicas_per_task[t])
+    return ReplicaPlan(plan)
+  if num_replicas >= len(tasks):
+    counts = {t: num_replicas // len(tasks) for t in tasks}
+    for t in tasks[:num_replicas % len(tasks)]:
+      counts[t] += 1
+    return plan_replicas(tasks, num_replicas, counts)
+  plan: List[List[str]] = [[] for _ in range(num_replicas)]
+  for i, t in enumerate(tasks):
+    plan[i % num_replicas].append(t)
+  return ReplicaPlan(plan)
+
+
+def parse_task_map(text: str, value_type=int, what: str = "flag"
+                   ) -> Dict[str, object]:
+  """Parses "rp:2,col:1" into {"rp": 2, "col": 1}."""
+  result = {}
+  for item in filter(None, (s.strip() for s in (text or "").split(","))):
+    name, sep, value = item.partition(":")
+    if not sep:
+      raise ValueError(f"{what}: expected task:value pairs like rp:2, got "
+                       f"{item!r}.")
+    try:
+      result[name.strip()] = value_type(value)
+    except ValueError:
+      raise ValueError(f"{what}: {value!r} is not a valid "
+                       f"{value_type.__name__} (in {item!r}).") from None
+  return result
