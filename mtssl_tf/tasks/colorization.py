@@ -155,6 +155,9 @@ class Task:
           f"image_size ({config.image_size}) must be a multiple of the "
           f"output stride ({config.output_stride}).")
     self.config = config
+    # Skip counts of the image source of the last make_dataset.
+    self.skipped: Optional[sources.SkipCounter] = None
+    ab_bins.bin_centres()  # computed (and cached) eagerly, once
     prior = ab_bins.load_prior(config.prior_path)
     self.class_weights = tf.constant(
         ab_bins.rebalancing_weights(prior, config.rebalance_lambda),
@@ -170,19 +173,15 @@ class Task:
                    seed: Optional[int] = None) -> tf.data.Dataset:
     """Batched ``(images, labels)``; see the module docstring for shapes."""
     cfg = self.config
-    self.source = sources.ImageSource(data)
+    source = sources.ImageSource(data)
+    self.skipped = source.skipped
     pair_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    examples = tf.data.Dataset.zip((self.source.dataset(seed), pair_seeds))
+    examples = tf.data.Dataset.zip((source.dataset(seed), pair_seeds))
     examples = examples.map(
         lambda image, s: lab_example(image, cfg.image_size, cfg.output_stride,
                                      cfg.grayscale_threshold, seed=s),
         num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
     return examples.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-
-  @property
-  def skipped(self) -> sources.SkipCounter:
-    """Skip counts of the last ``make_dataset`` source."""
-    return self.source.skipped
 
   # ---- model ----------------------------------------------------------------
 

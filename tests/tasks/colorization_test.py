@@ -11,6 +11,7 @@ from mtssl_tf.data import ab_bins
 from mtssl_tf.data import tfrecord_format
 from mtssl_tf.models import resnet_v2
 from mtssl_tf.tasks import colorization
+from mtssl_tf.tasks import registry
 
 TINY = colorization.Config(image_size=64, head_width=32)
 
@@ -165,8 +166,14 @@ def test_datasets_from_all_sources(tmp_path):
   task = colorization.Task(TINY)
   _check_batch(task.make_dataset(config_lib.DataConfig(), 2, seed=0))
   paths = _write_images(tmp_path)
-  _check_batch(task.make_dataset(
-      config_lib.DataConfig(source="folder", path=str(tmp_path)), 2, seed=0))
+  (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+  folder = task.make_dataset(
+      config_lib.DataConfig(source="folder", path=str(tmp_path)), 2, seed=0)
+  _check_batch(folder)
+  for _ in folder.take(4):  # 8 images: two full passes over the 4 files
+    pass
+  assert task.skipped.as_dict()["undecodable"] >= 1
+  (tmp_path / "broken.jpg").unlink()
   record_file = tmp_path / "images.tfrecord"
   with tf.io.TFRecordWriter(str(record_file)) as writer:
     for path in paths:
@@ -182,6 +189,11 @@ def test_seeded_pipeline_is_reproducible():
   first = next(iter(task.make_dataset(config_lib.DataConfig(), 2, seed=3)))
   second = next(iter(task.make_dataset(config_lib.DataConfig(), 2, seed=3)))
   np.testing.assert_array_equal(first[0].numpy(), second[0].numpy())
+
+
+def test_registered_as_col():
+  assert isinstance(registry.build("col", TINY), colorization.Task)
+  assert registry.build("col").input_shape == (256, 256, 3)
 
 
 def test_bad_config_is_rejected():

@@ -12,6 +12,7 @@ from mtssl_tf import config as config_lib
 from mtssl_tf.data import tfrecord_format
 from mtssl_tf.models import resnet_v2
 from mtssl_tf.tasks import motion_segmentation as ms
+from mtssl_tf.tasks import registry
 
 TINY = ms.Config(head_width=16, builtin_videos=2, builtin_frames=3)
 H, W = tfrecord_format.FRAME_HEIGHT, tfrecord_format.FRAME_WIDTH
@@ -67,6 +68,11 @@ def test_metrics_hand_computed():
                                 {"logits": -tf.ones([1, 2, 2, 1])})
   assert empty["foreground_iou"].numpy() == 1.0
   assert empty["pixel_accuracy"].numpy() == 1.0
+
+
+def test_registered_as_ms():
+  task = registry.build("ms")
+  assert isinstance(task, ms.Task) and task.input_shape == (H, W, 3)
 
 
 def test_head_shapes_and_size():
