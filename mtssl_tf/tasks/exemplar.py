@@ -250,7 +250,7 @@ class Task:
     batches = examples.batch(batch_size, drop_remainder=True)
     return batches.map(to_trunk_batch).prefetch(AUTOTUNE)
 
-  # ---- model ------------------------------------------------------------------
+  # ---- model ----------------------------------------------------------------
 
   def build_head(self, feature_shape) -> tf_keras.Model:
     """``[2B, h, w, C]`` trunk features -> ``{"embedding": [2B, 4608]}``."""

@@ -215,7 +215,7 @@ class Task:
       return images, {"position": labels}
     return batches.map(to_trunk_batch).prefetch(AUTOTUNE)
 
-  # ---- model ------------------------------------------------------------------
+  # ---- model ----------------------------------------------------------------
 
   def build_head(self, feature_shape) -> tf_keras.Model:
     """``[2B, h, w, C]`` trunk features -> ``{"logits": [B, 8]}``."""

@@ -1,4 +1,4 @@
-"""Tests for tasks/relative_position.py (Doersch et al. 2015; paper §2-§3.4)."""
+"""Tests for tasks/relative_position.py (Doersch et al. 2015; paper §2-3.4)."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def _ramp_image(axis):
 
 
 def _kept_channel_top_left(patch):
-  """Value (0..255) of the top-left pixel in the channel colour dropping kept."""
+  """Top-left pixel value (0..255) in the channel colour dropping kept."""
   kept = int(np.argmax(patch.reshape(-1, 3).std(axis=0)))
   return int(np.round((patch[0, 0, kept] + 1.0) * 127.5))
 
