@@ -269,8 +269,8 @@ def save_prior(prior, path: str) -> None:
 
 def rebalancing_weights(prior, rebalance_lambda: float = REBALANCE_LAMBDA
                         ) -> np.ndarray:
-  """Class weights float64 ``[313]``: ``w ∝ ((1-λ) p̃ + λ/313)⁻¹``, scaled
-  so that ``Σ_q p̃_q w_q = 1``."""
+  """Class weights float64 ``[313]``: ``w ∝ ((1-λ) p̃ + λ/313)⁻¹``,
+  scaled so that ``Σ_q p̃_q w_q = 1``."""
   if not 0.0 < rebalance_lambda <= 1.0:
     raise ValueError(
         f"rebalance_lambda must be in (0, 1], got {rebalance_lambda}.")

@@ -201,18 +201,19 @@ class Task:
           kernel_initializer=tf_keras.initializers.VarianceScaling(
               scale=2.0, mode="fan_in", distribution="truncated_normal"),
           kernel_regularizer=regularizer,
-          name=f"conv{i + 1}")(net)
+          name=f"{NAME}_head/conv{i + 1}")(net)
+    # Layer names carry the task: variable names must be unique across heads.
     logits = tf_keras.layers.Conv2D(
         ab_bins.NUM_BINS, 1, kernel_regularizer=regularizer, dtype="float32",
-        name="logits")(net)
+        name=f"{NAME}_head/logits")(net)
     return tf_keras.Model(inputs, {"logits": logits}, name="colorization_head")
 
   # ---- loss and metrics -----------------------------------------------------
 
   def _pixel_mask(self, labels, logits):
     ab = labels["ab"]
-    if (logits.shape[1:3].is_fully_defined() and ab.shape[1:3].is_fully_defined()
-        and logits.shape[1:3] != ab.shape[1:3]):
+    grids = (logits.shape[1:3], ab.shape[1:3])
+    if all(g.is_fully_defined() for g in grids) and grids[0] != grids[1]:
       raise ValueError(
           f"Logits grid {logits.shape[1:3]} differs from the target grid "
           f"{ab.shape[1:3]}; Config.output_stride must match the trunk's.")

@@ -287,9 +287,11 @@ class Task:
           cfg.head_width, 1, activation="relu",
           kernel_initializer=tf_keras.initializers.VarianceScaling(
               scale=2.0, mode="fan_in", distribution="truncated_normal"),
-          kernel_regularizer=regularizer, name=f"conv{i + 1}")(net)
+          kernel_regularizer=regularizer, name=f"{NAME}_head/conv{i + 1}")(net)
+    # Layer names carry the task: variable names must be unique across heads.
     logits = tf_keras.layers.Conv2D(1, 1, kernel_regularizer=regularizer,
-                                    dtype="float32", name="logits")(net)
+                                    dtype="float32",
+                                    name=f"{NAME}_head/logits")(net)
     return tf_keras.Model(inputs, {"logits": logits},
                           name="motion_segmentation_head")
 
@@ -299,8 +301,8 @@ class Task:
   def _logits(labels, outputs):
     logits = tf.cast(outputs["logits"], tf.float32)[..., 0]
     mask = labels["mask"]
-    if (logits.shape[1:].is_fully_defined() and mask.shape[1:].is_fully_defined()
-        and logits.shape[1:] != mask.shape[1:]):
+    grids = (logits.shape[1:], mask.shape[1:])
+    if all(g.is_fully_defined() for g in grids) and grids[0] != grids[1]:
       raise ValueError(
           f"Logits grid {logits.shape[1:]} differs from the mask grid "
           f"{mask.shape[1:]}; Config.output_stride must match the trunk's.")

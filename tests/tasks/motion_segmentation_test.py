@@ -145,7 +145,8 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
       b"not a tf.Example",                                     # bad_record
       tf.train.Example().SerializeToString(),                  # bad_record
       tfrecord_format.image_example(good_frame, "png"),        # bad_record
-      tfrecord_format.motion_example(good_frame[:200], good_mask),  # undecodable
+      # Truncated PNG: undecodable.
+      tfrecord_format.motion_example(good_frame[:200], good_mask),
       tfrecord_format.motion_example(_png(frames[0, :120]), good_mask),  # size
       tfrecord_format.motion_example(good_frame, _png(masks[0, :, :100, 0])),
   ]
