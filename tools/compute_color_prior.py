@@ -38,6 +38,8 @@ _TFDS_NAME = flags.DEFINE_string("tfds_name", None, "TFDS data set name.")
 _TFDS_SPLIT = flags.DEFINE_string("tfds_split", "train", "TFDS split.")
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None,
                                      "TFDS data directory.")
+_TFDS_MANUAL_DIR = flags.DEFINE_string(
+    "tfds_manual_dir", None, "Manually downloaded files of a TFDS data set.")
 _NUM_IMAGES = flags.DEFINE_integer(
     "num_images", 10000,
     "Images to read (a source with fewer images is cycled).", lower_bound=1)
@@ -52,7 +54,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   data = config_lib.DataConfig(
       source=_SOURCE.value, path=_PATH.value, tfds_name=_TFDS_NAME.value,
-      tfds_split=_TFDS_SPLIT.value, tfds_data_dir=_TFDS_DATA_DIR.value)
+      tfds_split=_TFDS_SPLIT.value, tfds_data_dir=_TFDS_DATA_DIR.value,
+      tfds_manual_dir=_TFDS_MANUAL_DIR.value)
   config = colorization.Config(image_size=_IMAGE_SIZE.value)
   prior, stats = colorization.empirical_prior(data, _NUM_IMAGES.value, config)
   ab_bins.save_prior(prior, _OUTPUT.value)

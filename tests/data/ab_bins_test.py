@@ -38,6 +38,18 @@ def test_exactly_313_bins_on_the_grid_of_10():
   np.testing.assert_array_equal(centres.max(axis=0), [100.0, 100.0])
 
 
+@pytest.mark.parametrize("samples_per_edge", [17, 65])
+def test_bin_construction_has_clear_margins(samples_per_edge):
+  # The count does not hinge on how densely the gamut surface is sampled.
+  grid = ab_bins.ab_grid()
+  gaps = ab_bins.box_hull_separation(
+      grid, ab_bins.srgb_gamut_hull(samples_per_edge), 10.0)
+  assert np.sum(gaps <= 0) == 313
+  assert gaps[gaps > 0].min() > 0.05 and gaps[gaps <= 0].max() < -0.3
+  inside = {tuple(p) for p in grid[gaps <= 0]}
+  assert inside == {tuple(c) for c in ab_bins.bin_centres()}
+
+
 def test_every_bin_is_reachable_from_some_srgb_colour():
   # "Reachable": the bin is among the 5 nearest centres of the ab of at least
   # one 8-bit sRGB colour, i.e. it receives soft-encoding mass from a real

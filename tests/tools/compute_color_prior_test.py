@@ -55,3 +55,11 @@ def test_gray_only_source_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="is in colour"):
       compute_color_prior.main(["compute_color_prior"])
   assert not (tmp_path / "prior.npy").exists()
+
+
+def test_shipped_default_is_the_prior_of_the_builtin_photos(tmp_path):
+  output = tmp_path / "prior.npy"
+  with flagsaver.flagsaver(source="builtin", num_images=9, output=str(output)):
+    compute_color_prior.main(["compute_color_prior"])
+  np.testing.assert_allclose(ab_bins.load_prior(str(output)),
+                             ab_bins.load_prior(), rtol=1e-6, atol=1e-12)
