@@ -102,7 +102,8 @@ def test_target_kind_and_name(path):
   elif path.startswith("tests/"):
     assert target["kind"] == "py_library" and target.get("testonly"), (
         f"{path} is a test helper: a py_library with testonly = True")
-  elif path.startswith("tools/") or path == "mtssl_tf/main.py":
+  elif path.startswith("tools/") or '__name__ == "__main__"' in (
+      ROOT / path).read_text():
     assert target["kind"] == "py_binary", f"{path} must be a py_binary"
     assert target.get("main") == path
   else:

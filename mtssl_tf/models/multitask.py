@@ -48,9 +48,10 @@ class MultiTaskNetwork(tf.Module):
               "--output_stride=8 or 16.")
         layer = lasso_lib.LassoCombine(l1=lasso_l1, initializer=lasso_init,
                                        name=f"lasso_{name}")
-        layer.build([shape] * len(self.unit_names))
+        # Built by a symbolic call so its variable is named lasso_<task>/alpha.
+        layer([tf_keras.Input(shape[1:]) for _ in self.unit_names])
         self.lasso[name] = layer
-      self.heads[name] = task.build_head(shape)
+      self.heads[name] = task.build_head(shape[1:])
 
   def feature_shape(self, input_shape) -> Tuple[Optional[int], ...]:
     """Block-3 shape ``(None, h, w, C)`` for a trunk input ``(H, W, 3)``."""

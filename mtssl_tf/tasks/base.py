@@ -20,14 +20,21 @@ A task module (``relative_position.py``, ``colorization.py``, ``exemplar.py``,
         §3.1). ``labels`` is a dict of tensors. Corrupt/unusable inputs are
         skipped and counted by the data source (``data/sources.py``).
     build_head(feature_shape) -> tf_keras.Model
-        Maps the trunk representation ``[N, h, w, C]`` (the last block-3 unit,
-        or a LassoCombine output) to a dict of output tensors.
+        ``feature_shape`` is ``(h, w, C)``, the per-example shape of the trunk
+        representation for ``input_shape``. The head maps ``[N, h, w, C]``
+        (the last block-3 unit, or a LassoCombine output) to a dict of output
+        tensors. Its layer names start with ``<NAME>_head/`` so that variable
+        names never collide with the trunk's or another head's (optimizer
+        slots and checkpoints are keyed by them).
     loss(labels, outputs) -> scalar float32
         The task loss averaged over the batch (head regularisation losses are
         added by the training loop from ``head.losses``).
     metrics(labels, outputs) -> dict[str, scalar]
     summary_images(images, labels, outputs) -> dict[str, uint8 [N, H, W, 3]]
         Images for TensorBoard (may be empty).
+    skipped: data.sources.SkipCounter (or None before make_dataset)
+        Counts of inputs the task's data source skipped, by reason; the
+        training loop logs them and writes them to TensorBoard.
 
 The training loop only uses this contract, so adding a task means one module
 plus one line in ``registry.py``.

@@ -208,7 +208,7 @@ def train(trunk_config: config_lib.TrunkConfig,
         for k, v in values.items():
           if k != "examples":
             tf.summary.scalar(f"{t}/{k}", v)
-        tf.summary.scalar(f"{t}/examples_per_sec", rates[t])
+        tf.summary.scalar(f"{t}/trunk_images_per_sec", rates[t])
         tf.summary.scalar(f"{t}/steps", state.task_steps[t])
       tf.summary.scalar("cost", state.cost)
       tf.summary.scalar("global_steps_per_sec", steps_per_sec)

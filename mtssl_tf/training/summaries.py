@@ -45,7 +45,7 @@ def progress_line(step: int, max_steps: int, losses: Mapping[str, float],
   parts = [f"step {step}/{max_steps}"]
   for task in losses:
     parts.append(f"{task} loss {losses[task]:.4f} "
-                 f"{examples_per_sec.get(task, 0.0):.2f} ex/s")
+                 f"{examples_per_sec.get(task, 0.0):.2f} img/s")
   parts.append(f"{steps_per_sec:.3f} steps/s")
   parts.append(f"cost {cost:g}")
   if skipped:

@@ -1,0 +1,177 @@
+r"""SavedModel export of the trained trunk (and lasso combinations).
+
+The SavedModel is written through a ``tf.Module`` with explicit signatures
+(as Model Garden's ``official/core/export_base.py``):
+
+  features         uint8 images ``[N, H, W, 3]`` (0..255 RGB)
+  features_float   float32 images ``[N, H, W, 3]`` already in the trunk's
+                   [-1, 1] range
+      -> {"block3": [N, h, w, C], "block3_unit_1": ..., ..., "block3_unit_M":
+          ...} (every block-3 unit; "/" in endpoint names becomes "_")
+  lasso_<task>     (lasso runs only) uint8 images -> {"representation": the
+                   task's LassoCombine of the block-3 units}
+
+``serving_default`` is ``features``. Standalone use::
+
+  python -m mtssl_tf.export --checkpoint=runs/rp_col --export_dir=/tmp/sm
+
+where --checkpoint is a training model_dir (its latest checkpoint) or a
+checkpoint prefix inside one (run.json there says how to rebuild the trunk).
+The export is written to a temporary directory and renamed, so an interrupted
+export never looks complete.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Dict, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from mtssl_tf import config as config_lib
+from mtssl_tf.models import lasso as lasso_lib
+from mtssl_tf.models import resnet_v2
+from mtssl_tf.tasks import base
+from mtssl_tf.training import checkpointing
+
+
+def _output_name(endpoint: str) -> str:
+  return endpoint.replace("/", "_")
+
+
+class FeatureModule(tf.Module):
+  """Serving module: trunk endpoints and per-task lasso representations."""
+
+  def __init__(self, trunk: tf_keras.Model, unit_names,
+               lasso: Optional[Mapping[str, lasso_lib.LassoCombine]] = None):
+    super().__init__(name="mtssl_features")
+    self.trunk = trunk
+    self.unit_names = list(unit_names)
+    self.lasso = dict(lasso or {})
+
+  def _endpoints(self, images):
+    endpoints = self.trunk(images, training=False)
+    outputs = {"block3": endpoints["block3"]}
+    outputs.update({_output_name(u): endpoints[u] for u in self.unit_names})
+    return outputs
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+  def features(self, images):
+    return self._endpoints(base.to_trunk_range(images))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+  def features_float(self, images):
+    return self._endpoints(images)
+
+  def lasso_signature(self, task: str):
+    layer = self.lasso[task]
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def representation(images):
+      endpoints = self.trunk(base.to_trunk_range(images), training=False)
+      return {"representation": layer([endpoints[u] for u in self.unit_names])}
+
+    return representation
+
+  def signatures(self) -> Dict[str, object]:
+    signatures = {"serving_default": self.features,
+                  "features": self.features,
+                  "features_float": self.features_float}
+    for task in self.lasso:
+      signatures[f"lasso_{task}"] = self.lasso_signature(task)
+    return signatures
+
+
+def export(module: FeatureModule, export_dir: str) -> str:
+  """Writes ``module`` as a SavedModel at ``export_dir`` (atomically)."""
+  export_dir = os.path.abspath(export_dir)
+  parent = os.path.dirname(export_dir)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export_tmp_", dir=parent)
+  except OSError as e:
+    raise ValueError(f"Cannot write the export to {export_dir!r}: {e}") from None
+  try:
+    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir)
+    os.replace(tmp, export_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return export_dir
+
+
+def module_from_network(network) -> FeatureModule:
+  """A FeatureModule sharing the variables of a MultiTaskNetwork."""
+  return FeatureModule(network.trunk, network.unit_names, network.lasso)
+
+
+def _resolve_checkpoint(path: str):
+  """(model_dir, checkpoint prefix) for a model_dir or a prefix in one."""
+  if os.path.isdir(path):
+    prefix = tf.train.latest_checkpoint(path)
+    if prefix is None:
+      raise ValueError(f"{path!r} holds no checkpoint.")
+    return path, prefix
+  if not tf.io.gfile.exists(path + ".index"):
+    raise ValueError(f"{path!r} is neither a model_dir nor a checkpoint "
+                     f"prefix (no {path}.index).")
+  return os.path.dirname(path) or ".", path
+
+
+def module_from_checkpoint(path: str) -> FeatureModule:
+  """Rebuilds trunk (and lasso layers) of a training run and restores them."""
+  model_dir, prefix = _resolve_checkpoint(path)
+  run_file = os.path.join(model_dir, checkpointing.RUN_FILE)
+  if not os.path.exists(run_file):
+    raise ValueError(f"{model_dir!r} has no {checkpointing.RUN_FILE}: not a "
+                     f"mtssl_tf training directory.")
+  with open(run_file, encoding="utf-8") as f:
+    info = json.load(f)
+  trunk_config = config_lib.TrunkConfig(**info["trunk"])
+  trunk = resnet_v2.build_trunk(trunk_config)
+  units = resnet_v2.unit_names(trunk_config.depth)
+  lasso = {}
+  if info["lasso"]:
+    channels = resnet_v2.block_output_channels(trunk_config.base_width)
+    for task in info["tasks"]:
+      layer = lasso_lib.LassoCombine(name=f"lasso_{task}")
+      layer([tf_keras.Input((None, None, channels)) for _ in units])
+      lasso[task] = layer
+  status = tf.train.Checkpoint(trunk=trunk, lasso=lasso).read(prefix)
+  status.expect_partial().assert_existing_objects_matched()
+  return FeatureModule(trunk, units, lasso)
+
+
+def main(argv=None):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_string("checkpoint", None,
+                      "Training model_dir or checkpoint prefix to export.")
+  flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.")
+  flags.mark_flags_as_required(["checkpoint", "export_dir"])
+
+  def run(argv):
+    del argv
+    try:
+      module = module_from_checkpoint(flags.FLAGS.checkpoint)
+      path = export(module, flags.FLAGS.export_dir)
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    print(f"Exported SavedModel to {path} with signatures "
+          f"{sorted(module.signatures())}")
+    return 0
+
+  app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+  main()
