@@ -46,9 +46,9 @@ class Task:
             .batch(batch_size, drop_remainder=True).prefetch(2))
 
   def build_head(self, feature_shape):
-    features = tf_keras.Input(feature_shape[1:])
+    features = tf_keras.Input(tuple(feature_shape))
     pooled = tf_keras.layers.GlobalAveragePooling2D()(features)
-    logits = tf_keras.layers.Dense(2, name=f"{self.name}_logits")(pooled)
+    logits = tf_keras.layers.Dense(2, name=f"{self.name}_head/logits")(pooled)
     return tf_keras.Model(features, {"logits": logits},
                           name=f"head_{self.name}")
 
