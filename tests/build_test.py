@@ -23,6 +23,9 @@ def _parse_build():
 
   namespace = {k: rule(k) for k in ("py_library", "py_test", "py_binary")}
   namespace["package"] = lambda **kwargs: None
+  namespace["glob"] = lambda patterns: sorted(
+      p.relative_to(ROOT).as_posix() for pattern in patterns
+      for p in ROOT.glob(pattern))
   exec(compile((ROOT / "BUILD").read_text(), "BUILD", "exec"), namespace)  # pylint: disable=exec-used
   return targets
 

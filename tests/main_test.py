@@ -1,0 +1,99 @@
+"""Flags -> configs for python -m mtssl_tf.main: flagfiles and start-up errors."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from mtssl_tf import main
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
+
+
+def _configs(*args):
+  with flagsaver.flagsaver():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["main"] + list(args))
+    return main.build_configs()
+
+
+def test_there_is_a_flagfile_per_paper_experiment():
+  names = {os.path.basename(f)[:-4] for f in FLAGFILES}
+  assert {"rp", "col", "ex", "ms", "rp_col", "rp_ex", "rp_ms", "rp_col_ex",
+          "all4", "rp_harmonized", "rp_col_harmonized",
+          "all4_lasso"} <= names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_every_flagfile_parses_and_validates(path):
+  trunk, task_configs, data, train, export_dir = _configs(
+      f"--flagfile={path}")
+  assert trunk.depth == 101 and trunk.output_stride == 8
+  assert train.model_dir == os.path.join(
+      "runs", os.path.basename(path)[:-4])
+  assert set(task_configs) == set(data)
+  assert export_dir is None
+  name = os.path.basename(path)
+  if "harmonized" in name:
+    assert task_configs["rp"].harmonize
+  if "lasso" in name:
+    assert train.lasso and train.lasso_l1 == 0.01
+  for t, cfg in task_configs.items():
+    if hasattr(cfg, "output_stride"):
+      assert cfg.output_stride == 8, t
+  if "ms" in task_configs:
+    assert data["ms"].source == "builtin"
+
+
+def test_overrides_and_maps():
+  _, task_configs, _, train, _ = _configs(
+      "--tasks=rp,col", "--task_override=col.head_width=64",
+      "--task_override=rp.patch_units=((64,16,2),(32,16,2))",
+      "--replicas_per_task=rp:2,col:2", "--task_step_cost=col:2.5",
+      "--output_stride=16", "--profile_steps=3,5")
+  assert task_configs["col"].head_width == 64
+  assert task_configs["col"].output_stride == 16
+  assert task_configs["rp"].patch_units == ((64, 16, 2), (32, 16, 2))
+  assert train.replicas_per_task == {"rp": 2, "col": 2}
+  assert train.task_step_cost == {"col": 2.5}
+  assert train.profile_steps == (3, 5)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--tasks=rp,jigsaw"], r"Unknown task\(s\) \['jigsaw'\].*registered"),
+    (["--tasks=rp,rp"], "names a task twice"),
+    (["--lasso_l1=0.1"], "--lasso is off"),
+    (["--tasks=col", "--harmonize"], "rp is not in --tasks"),
+    (["--replicas_per_task=rp:1,ex:1"], r"names \['ex'\], which are not in"),
+    (["--output_stride=4"], "--output_stride must be one of"),
+    (["--depth=34"], "Unknown ResNet-v2 depth"),
+    (["--image_source=folder"], "--image_path is required"),
+    (["--profile_steps=5"], "two integers"),
+    (["--task_override=col.width=3"], "col has no field 'width'"),
+    (["--task_override=ex.margin=1"], "'ex' is not in --tasks"),
+    (["--steps_per_cycle=rp:0"], "must be positive"),
+])
+def test_invalid_flags_fail_with_a_message(args, match):
+  with pytest.raises(main.UsageError, match=match):
+    _configs(*args)
+
+
+def test_command_line_errors_exit_nonzero_with_the_message(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  for args, message in [
+      (["--tasks=rp,foo"], "Unknown task(s) ['foo']"),
+      (["--tasks=rp", "--depth=14", "--base_width=8",
+        f"--model_dir={blocker}/run"], "is not writable"),
+  ]:
+    run = subprocess.run([sys.executable, "-m", "mtssl_tf.main", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr
