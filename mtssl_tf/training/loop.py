@@ -44,6 +44,7 @@ class TrainResult:
   checkpoint: Optional[str]
   last_logs: Dict[str, Dict[str, float]]
   skipped: Dict[str, Dict[str, int]]
+  loss_history: Dict[str, list]  # task -> loss of every global step run
 
 
 def _log_keys(task, head, labels_spec) -> Tuple[str, ...]:
@@ -239,7 +240,8 @@ def train(trunk_config: config_lib.TrunkConfig,
 
   # ---- Loop ----------------------------------------------------------------
   step = int(state.global_step.numpy())
-  start_step, last_logs, window = step, {}, []
+  start_step, last_logs = step, {}
+  loss_history = {t: [] for t in names}
   window_start, window_examples = time.monotonic(), {t: 0.0 for t in names}
   window_steps = 0
   profiling = False
@@ -268,6 +270,7 @@ def train(trunk_config: config_lib.TrunkConfig,
               f"rate of {t} (--task_learning_rate={t}:...) or check its "
               f"inputs.")
         window_examples[t] += sum(v["examples"] for v in merged[t])
+        loss_history[t].append(values["loss"])
       state.global_step.assign_add(1)
       state.cost.assign(checkpointing.step_cost(
           costs, {t: int(v.numpy()) for t, v in state.task_steps.items()}))
@@ -305,4 +308,5 @@ def train(trunk_config: config_lib.TrunkConfig,
       tf.profiler.experimental.stop()
     writer.flush()
   return TrainResult(network=network, state=state.as_dict(), checkpoint=path,
-                     last_logs=last_logs, skipped=skipped_counts())
+                     last_logs=last_logs, skipped=skipped_counts(),
+                     loss_history=loss_history)
