@@ -132,3 +132,10 @@ def test_lasso_heatmap_and_images_in_tensorboard(tmp_path):
   assert "a/inputs" in tags and "b/inputs" in tags
   alpha = result.network.alpha_matrix().numpy()
   assert alpha.shape == (2, 1)  # depth 14: one block-3 unit
+
+
+def test_profile_steps_write_a_trace(tmp_path):
+  _train(tmp_path, _tasks("a"), max_steps=4, profile_steps=(1, 2))
+  traces = glob.glob(os.path.join(tmp_path, "profile", "**", "*.xplane.pb"),
+                     recursive=True)
+  assert traces and os.path.getsize(traces[0]) > 0
