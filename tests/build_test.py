@@ -54,7 +54,7 @@ def _module_file(module):
   return as_package if (ROOT / as_package).exists() else None
 
 
-def _imported_files(path):
+def _imported_files(path, include_strings=True):
   tree = ast.parse((ROOT / path).read_text(), filename=path)
   found = set()
   for node in ast.walk(tree):
@@ -64,7 +64,8 @@ def _imported_files(path):
       # "from pkg import name": name is a module if such a file exists.
       modules = [f"{node.module}.{alias.name}" for alias in node.names]
       modules = [m if _module_file(m) else node.module for m in modules]
-    elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+    elif (include_strings and isinstance(node, ast.Constant) and
+          isinstance(node.value, str)
           and node.value.startswith("mtssl_tf.")):
       modules = [node.value]  # a lazily imported module (tasks/registry.py)
     else:
@@ -136,3 +137,15 @@ def test_build_parser_sees_the_known_targets():
   assert "build_test" in TARGETS
   assert len(_python_files()) >= 10
   assert os.path.basename(__file__) == "build_test.py"
+
+
+@pytest.mark.parametrize("path", [p for p in _python_files()
+                                  if p.startswith("tests/")])
+def test_tests_run_entry_points_in_a_subprocess(path):
+  """Entry points define absl flags; two of them imported into the one
+  pytest process collide (DuplicateFlagError). Only main_test imports main."""
+  imported = _imported_files(path, include_strings=False)
+  tools = sorted(f for f in imported if f.startswith("tools/"))
+  assert not tools, f"{path} imports {tools}: run them with subprocess"
+  if "mtssl_tf/main.py" in imported:
+    assert path == "tests/main_test.py", f"{path} imports mtssl_tf.main"

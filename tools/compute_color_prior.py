@@ -21,6 +21,8 @@ training, compute the prior of your own data, e.g.
       --num_images=20000 --output=/data/imagenet_color_prior.npy
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -57,12 +59,19 @@ def main(argv):
       tfds_split=_TFDS_SPLIT.value, tfds_data_dir=_TFDS_DATA_DIR.value,
       tfds_manual_dir=_TFDS_MANUAL_DIR.value)
   config = colorization.Config(image_size=_IMAGE_SIZE.value)
-  prior, stats = colorization.empirical_prior(data, _NUM_IMAGES.value, config)
-  ab_bins.save_prior(prior, _OUTPUT.value)
-  logging.info("Wrote the colour prior of %d colour images (%d read, %d "
-               "target pixels; skipped %s) to %s.", stats["colour_images"],
-               stats["images"], stats["pixels"], stats["skipped"],
-               _OUTPUT.value)
+  try:
+    prior, stats = colorization.empirical_prior(data, _NUM_IMAGES.value,
+                                                config)
+    ab_bins.save_prior(prior, _OUTPUT.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  message = (f"Wrote the colour prior of {stats['colour_images']} colour "
+             f"images ({stats['images']} read, {stats['pixels']} target "
+             f"pixels; skipped {stats['skipped']}) to {_OUTPUT.value}.")
+  logging.info(message)
+  print(message)
+  return 0
 
 
 if __name__ == "__main__":
