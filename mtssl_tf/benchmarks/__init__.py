@@ -1,0 +1,1 @@
+"""Measurement code behind tools/benchmark.py (timing, steps, TF-Slim trunk)."""

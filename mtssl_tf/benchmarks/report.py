@@ -1,0 +1,187 @@
+"""Markdown tables and target checks of tools/benchmark.py results.
+
+``results`` is the dict the tool writes as JSON: ``machine``, and per section
+(``tasks``, ``trunk``, ``pipelines``, ``options``, ``threads``) the worker
+results with their configuration. GFLOP/s is the analytic training FLOP count
+(``models/flops.py``: 3x forward) over the median step time; "% peak" divides
+it by the best fp32 2048^3 matmul measured in the run.
+"""
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+# The issue's targets (benchmark figures, never timed tests).
+TRUNK_VS_SLIM_TARGET = 1.3
+PEAK_FRACTION_TARGET = 0.7
+PIPELINE_HEADROOM_TARGET = 3.0
+MULTITASK_OVERHEAD_TARGET = 1.05
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+  def cell(v):
+    if isinstance(v, float):
+      if math.isnan(v):
+        return "n/a"
+      return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def run_peak(results) -> float:
+  """Best fp32 matmul GFLOP/s of any process of the run."""
+  values = [results.get("machine", {}).get("matmul_gflops", 0.0)]
+  for section in ("tasks", "trunk", "options", "threads"):
+    for row in results.get(section, []):
+      values.append(row.get("matmul_gflops", 0.0))
+  return max(values) or float("nan")
+
+
+def _gflops(flop_count, seconds):
+  return flop_count / seconds / 1e9 if seconds else float("nan")
+
+
+def tasks_table(results) -> str:
+  peak = run_peak(results)
+  rows = []
+  for r in results.get("tasks", []):
+    s = r["step_seconds"]
+    g = _gflops(r["training_flops"], s)
+    rows.append(["+".join(r["tasks"]), r["precision"], r["batch_size"], s,
+                 r["examples_per_step"] / s, r["training_flops"] / 1e9, g,
+                 100 * g / peak, r["peak_rss_mb"]])
+  return table(["tasks", "precision", "batch", "step s (median)",
+                "examples/s", "GFLOP/step", "GFLOP/s", "% fp32 peak",
+                "peak RSS MB"], rows)
+
+
+def multitask_overhead(results) -> Dict[str, float]:
+  """precision -> step(rp+col) / (step(rp) + step(col)), where measured."""
+  out = {}
+  rows = results.get("tasks", [])
+  for precision in sorted({r["precision"] for r in rows}):
+    by = {"+".join(r["tasks"]): r["step_seconds"] for r in rows
+          if r["precision"] == precision}
+    for joint in [k for k in by if "+" in k]:
+      parts = joint.split("+")
+      if all(p in by for p in parts):
+        out[f"{joint} {precision}"] = by[joint] / sum(by[p] for p in parts)
+  return out
+
+
+def trunk_table(results) -> str:
+  peak = run_peak(results)
+  rows = []
+  for r in results.get("trunk", []):
+    seconds = r["step_seconds"]
+    slim = next((v for k, v in seconds.items() if k.startswith("TF-Slim")),
+                float("nan"))
+    for name, s in seconds.items():
+      g = _gflops(r["training_flops"], s)
+      rows.append([name, s, r["examples_per_step"] / s, g, 100 * g / peak,
+                   slim / s])
+  return table(["trunk fwd+bwd (alternated)", "step s (median)", "images/s",
+                "GFLOP/s", "% fp32 peak", "speed vs TF-Slim"], rows)
+
+
+def _step_rate(results, task: str, precision: str) -> Optional[float]:
+  for r in results.get("tasks", []):
+    if r["tasks"] == [task] and r["precision"] == precision:
+      return r["examples_per_step"] / r["step_seconds"]
+  return None
+
+
+def pipelines_table(results) -> str:
+  precisions = sorted({r["precision"] for r in results.get("tasks", [])})
+  rows = []
+  for r in results.get("pipelines", []):
+    task = r["tasks"][0]
+    row = [task, r["examples_per_second"]]
+    for precision in precisions:
+      rate = _step_rate(results, task, precision)
+      row += [rate or float("nan"),
+              r["examples_per_second"] / rate if rate else float("nan")]
+    rows.append(row + [r["peak_rss_mb"]])
+  header = ["task", "pipeline examples/s"]
+  for precision in precisions:
+    header += [f"step examples/s ({precision})", f"headroom ({precision})"]
+  return table(header + ["peak RSS MB"], rows)
+
+
+def options_table(results) -> str:
+  rows = []
+  for r in results.get("options", []):
+    base = r["step_seconds"].get("baseline", float("nan"))
+    for name, s in r["step_seconds"].items():
+      rows.append([r["task"], name, s, r["examples_per_step"] / s, base / s])
+  threads = results.get("threads", [])
+  default = [r["step_seconds"] for r in threads
+             if not r["intra_op_threads"] and not r["inter_op_threads"]]
+  for r in threads:
+    name = (f"threads intra={r['intra_op_threads'] or 'default'} "
+            f"inter={r['inter_op_threads'] or 'default'}")
+    base = min(default) if default else float("nan")
+    rows.append(["+".join(r["tasks"]), name, r["step_seconds"],
+                 r["examples_per_step"] / r["step_seconds"],
+                 base / r["step_seconds"]])
+  return table(["task", "option", "step s (median)", "examples/s",
+                "speed-up vs baseline"], rows)
+
+
+def targets(results) -> List[List[object]]:
+  """[target, measured, met] rows for the issue's targets."""
+  rows = []
+  peak = run_peak(results)
+  for r in results.get("trunk", []):
+    seconds = r["step_seconds"]
+    slim = next((v for k, v in seconds.items() if k.startswith("TF-Slim")),
+                None)
+    for name, s in seconds.items():
+      if name.startswith("TF-Slim"):
+        continue
+      if slim:
+        rows.append([f"trunk {name} >= {TRUNK_VS_SLIM_TARGET}x TF-Slim",
+                     f"{slim / s:.2f}x", slim / s >= TRUNK_VS_SLIM_TARGET])
+      frac = _gflops(r["training_flops"], s) / peak
+      rows.append([f"trunk {name} >= {PEAK_FRACTION_TARGET:.0%} of fp32 "
+                   f"matmul peak", f"{frac:.0%}", frac >= PEAK_FRACTION_TARGET])
+  precisions = sorted({r["precision"] for r in results.get("tasks", [])})
+  for r in results.get("pipelines", []):
+    for precision in precisions:
+      rate = _step_rate(results, r["tasks"][0], precision)
+      if rate:
+        ratio = r["examples_per_second"] / rate
+        rows.append([f"{r['tasks'][0]} pipeline >= "
+                     f"{PIPELINE_HEADROOM_TARGET:.0f}x its {precision} step",
+                     f"{ratio:.1f}x", ratio >= PIPELINE_HEADROOM_TARGET])
+  for name, ratio in multitask_overhead(results).items():
+    rows.append([f"{name} <= {MULTITASK_OVERHEAD_TARGET}x sum of single "
+                 f"steps", f"{ratio:.3f}x", ratio <= MULTITASK_OVERHEAD_TARGET])
+  return rows
+
+
+def markdown(results) -> str:
+  """The whole report."""
+  m = results.get("machine", {})
+  parts = [
+      "## Machine",
+      table(["CPU", "cores", "TensorFlow", "load avg (start, end)",
+             "fp32 matmul GFLOP/s (best in run)", "bf16 matmul GFLOP/s"],
+            [[m.get("cpu", "?"), m.get("cores", "?"), m.get("tensorflow", "?"),
+              f"{m.get('load_start', '?')} / {m.get('load_end', '?')}",
+              run_peak(results), m.get("bf16_matmul_gflops", float("nan"))]]),
+      m.get("note", "")]
+  sections = (("tasks", "## Training step per task (cached batch)",
+               tasks_table),
+              ("trunk", "## Trunk alone vs TF-Slim", trunk_table),
+              ("pipelines", "## Input pipelines (no model)", pipelines_table),
+              ("options", "## Speed options", options_table))
+  for key, title, render in sections:
+    if results.get(key) or (key == "options" and results.get("threads")):
+      parts += [title, render(results)]
+  rows = targets(results)
+  if rows:
+    parts += ["## Targets", table(["target", "measured", "met"], rows)]
+  return "\n\n".join(p for p in parts if p) + "\n"

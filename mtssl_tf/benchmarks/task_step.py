@@ -1,0 +1,94 @@
+"""The multi-task training step on cached batches, for timing.
+
+Built from the pieces of the training loop (``training/loop.py``): a
+``MultiTaskNetwork``, each task's loss plus the network's regularisation, the
+gradient with respect to ``network.task_variables(task)``, and that task's
+``SlimRMSProp`` update (skipped when the loss is not finite, as the loop
+does). One cycle updates every task once, in order, as one global step of the
+loop on one replica. The speed options are applied as the loop applies them
+(``training/speed.py``): the network is built under the precision policy,
+XLA compiles each task's forward + backward, and ``steps_per_call`` cycles
+run inside one ``tf.function`` call.
+
+Inputs are cached: one batch per task is drawn from the task's real
+``make_dataset`` pipeline and kept as constant tensors, so step time measures
+the model alone (tools/benchmark.py times the pipelines separately).
+"""
+
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import tensorflow as tf
+
+from mtssl_tf import config as config_lib
+from mtssl_tf.models import multitask
+from mtssl_tf.training import optimizers
+from mtssl_tf.training import speed
+
+
+def cached_batches(tasks: Mapping[str, object], batch_size: int,
+                   data: Optional[Mapping[str, config_lib.DataConfig]] = None,
+                   seed: int = 0) -> Dict[str, Tuple[tf.Tensor, object]]:
+  """One ``(images, labels)`` batch per task from its real input pipeline."""
+  batches = {}
+  for i, (name, task) in enumerate(tasks.items()):
+    source = (data or {}).get(name, config_lib.DataConfig())
+    dataset = task.make_dataset(source, batch_size, seed=seed + i)
+    batches[name] = next(iter(dataset))
+  return batches
+
+
+def build_task_step(trunk_config: config_lib.TrunkConfig,
+                    tasks: Mapping[str, object],
+                    batches: Mapping[str, Tuple[tf.Tensor, object]],
+                    precision: str = "float32", jit_compile: bool = False,
+                    steps_per_call: int = 1,
+                    learning_rate: float = 1e-3) -> Callable[[], float]:
+  """A function running ``steps_per_call`` training cycles of all ``tasks``.
+
+  Returns:
+    ``step()``, which blocks until done and returns the last cycle's summed
+    loss.
+  """
+  with speed.precision_policy(precision):
+    network = multitask.MultiTaskNetwork(trunk_config, tasks)
+  opts = {t: optimizers.SlimRMSProp(learning_rate, name=f"rmsprop_{t}")
+          for t in tasks}
+  for t, opt in opts.items():
+    opt.build(network.task_variables(t))
+
+  def task_grads(t, images, labels):
+    variables = network.task_variables(t)
+    with tf.GradientTape() as tape:
+      outputs = network(t, images, training=True)
+      loss = tf.cast(tasks[t].loss(labels, outputs), tf.float32)
+      total = loss + network.regularization_loss(t)
+    grads = tape.gradient(total, variables)
+    return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, variables)], total
+
+  grad_fns = {t: tf.function(lambda x, y, t=t: task_grads(t, x, y),
+                             jit_compile=True) if jit_compile else
+              (lambda x, y, t=t: task_grads(t, x, y)) for t in tasks}
+
+  def cycle():
+    total = tf.constant(0.0)
+    for t in tasks:
+      grads, loss = grad_fns[t](*batches[t])
+      apply = lambda t=t, grads=grads: opts[t].apply_gradients(  # noqa: E731
+          zip(grads, network.task_variables(t)))
+      tf.cond(tf.math.is_finite(loss), apply, tf.no_op)
+      total += loss
+    return total
+
+  @tf.function
+  def call():
+    if steps_per_call == 1:
+      return cycle()
+    total = tf.constant(0.0)
+    for _ in tf.range(steps_per_call):
+      total = cycle()
+    return total
+
+  def step():
+    return float(call().numpy())
+  return step

@@ -1,0 +1,164 @@
+"""One benchmark measurement per process (tools/benchmark.py runs each in a
+subprocess, so that thread settings apply from the start and the peak
+resident memory belongs to one configuration).
+
+Every worker takes a JSON-able spec dict and returns a JSON-able result dict.
+Spec keys shared by all workers: ``trunk`` (TrunkConfig fields), ``batch_size``,
+``steps``, ``warmup``, ``overrides`` (task -> Config field -> value),
+``intra_op_threads`` / ``inter_op_threads``. Results carry ``peak_rss_mb`` and
+``matmul_gflops`` (this process's best fp32 matmul, measured before and after
+the timed calls: the better of the two).
+
+Kinds:
+  peak      fp32 and bf16 matmul peaks.
+  task      training step of ``tasks`` (one or several, one cycle) at
+            ``precision``, ``jit_compile``, ``steps_per_call``.
+  trunk     trunk-alone forward + backward: TF-Slim and ours (``precisions``),
+            alternated ``rounds`` times.
+  options   one task's step with each speed option (``variants``), alternated.
+  pipeline  examples/s of a task's tf.data pipeline, no model.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+
+from mtssl_tf import config as config_lib
+from mtssl_tf.benchmarks import task_step
+from mtssl_tf.benchmarks import timing
+from mtssl_tf.benchmarks import trunk_step
+from mtssl_tf.models import flops
+from mtssl_tf.tasks import registry
+from mtssl_tf.training import speed
+
+
+def _trunk_config(spec) -> config_lib.TrunkConfig:
+  return config_lib.TrunkConfig(**spec.get("trunk", {}))
+
+
+def _tasks(names, spec) -> Dict[str, object]:
+  """Tasks at their defaults (the paper's), stride set to the trunk's."""
+  trunk = _trunk_config(spec)
+  tasks = {}
+  for name in names:
+    module = registry.get_module(name)
+    cfg = module.Config()
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    values = dict(spec.get("overrides", {}).get(name, {}))
+    if "output_stride" in fields and "output_stride" not in values:
+      values["output_stride"] = trunk.output_stride or 32
+    tasks[name] = module.Task(dataclasses.replace(cfg, **values))
+  return tasks
+
+
+def _task_flops(tasks, spec) -> int:
+  trunk = _trunk_config(spec)
+  return sum(flops.task_flops(trunk, t, spec["batch_size"])["training"]
+             for t in tasks.values())
+
+
+def run_peak(spec) -> dict:
+  del spec
+  return {"matmul_gflops": timing.matmul_peak(tf.float32),
+          "bf16_matmul_gflops": timing.matmul_peak(tf.bfloat16)}
+
+
+def run_task(spec) -> dict:
+  tasks = _tasks(spec["tasks"], spec)
+  batches = task_step.cached_batches(tasks, spec["batch_size"])
+  calls = spec.get("steps_per_call", 1)
+  step = task_step.build_task_step(
+      _trunk_config(spec), tasks, batches,
+      precision=spec.get("precision", "float32"),
+      jit_compile=spec.get("jit_compile", False), steps_per_call=calls)
+  peak = timing.matmul_peak()
+  times = timing.time_calls(step, spec["steps"], spec["warmup"])
+  peak = max(peak, timing.matmul_peak())
+  return {"step_times": [t / calls for t in times],
+          "step_seconds": timing.median(times) / calls,
+          "training_flops": _task_flops(tasks, spec),
+          "examples_per_step": spec["batch_size"], "matmul_gflops": peak}
+
+
+def run_trunk(spec) -> dict:
+  """TF-Slim (built first: see trunk_step) and ours, alternated."""
+  size, batch = spec["image_size"], spec["batch_size"]
+  images = np.random.default_rng(0).uniform(
+      -1, 1, (batch, size, size, 3)).astype(np.float32)
+  trunk = _trunk_config(spec)
+  contenders = {}
+  if spec.get("slim", True):
+    contenders["TF-Slim resnet_v2 (graph, Session)"] = trunk_step.build_slim_step(
+        images, trunk.depth, trunk.output_stride, trunk.base_width)
+  for precision in spec.get("precisions", ["float32"]):
+    contenders[f"mtssl_tf {precision}"] = trunk_step.build_trunk_step(
+        images, trunk, precision)
+  peak = timing.matmul_peak()
+  times = timing.alternate(contenders, spec["rounds"], spec["warmup"])
+  peak = max(peak, timing.matmul_peak())
+  return {"times": times,
+          "step_seconds": {k: timing.median(v) for k, v in times.items()},
+          "training_flops": flops.TRAINING_MULTIPLIER * flops.trunk_flops(
+              trunk, size, size, batch),
+          "examples_per_step": batch, "matmul_gflops": peak}
+
+
+def run_options(spec) -> dict:
+  """One task's step under each option, alternated in this process."""
+  tasks = _tasks([spec["task"]], spec)
+  batches = task_step.cached_batches(tasks, spec["batch_size"])
+  trunk = _trunk_config(spec)
+  settings = {"baseline": {}, "xla": {"jit_compile": True},
+              "mixed_bfloat16": {"precision": "mixed_bfloat16"},
+              "steps_per_call": {"steps_per_call": spec["steps_per_call"]}}
+  contenders, calls = {}, {}
+  for name in spec["variants"]:
+    kwargs = settings[name]
+    contenders[name] = task_step.build_task_step(trunk, tasks, batches,
+                                                 **kwargs)
+    calls[name] = kwargs.get("steps_per_call", 1)
+  peak = timing.matmul_peak()
+  times = timing.alternate(contenders, spec["rounds"], spec["warmup"])
+  peak = max(peak, timing.matmul_peak())
+  per_step = {k: [t / calls[k] for t in v] for k, v in times.items()}
+  return {"times": per_step,
+          "step_seconds": {k: timing.median(v) for k, v in per_step.items()},
+          "training_flops": _task_flops(tasks, spec),
+          "examples_per_step": spec["batch_size"], "matmul_gflops": peak}
+
+
+def run_pipeline(spec) -> dict:
+  name = spec["tasks"][0]
+  task = _tasks([name], spec)[name]
+  dataset = task.make_dataset(config_lib.DataConfig(), spec["batch_size"],
+                              seed=0)
+  iterator = iter(dataset)
+  for _ in range(spec["warmup"]):
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(spec["steps"]):
+    tf.nest.map_structure(lambda t: t.numpy(), next(iterator))
+  seconds = time.perf_counter() - start
+  return {"examples_per_second": spec["steps"] * spec["batch_size"] / seconds,
+          "batches": spec["steps"]}
+
+
+KINDS = {"peak": run_peak, "task": run_task, "trunk": run_trunk,
+         "options": run_options, "pipeline": run_pipeline}
+
+
+def run(spec) -> dict:
+  """Applies the spec's thread settings and runs its worker."""
+  speed.configure_threads(spec.get("intra_op_threads", 0),
+                          spec.get("inter_op_threads", 0))
+  if spec["kind"] not in KINDS:
+    raise ValueError(f"Unknown worker kind {spec['kind']!r}; kinds are "
+                     f"{sorted(KINDS)}.")
+  result = KINDS[spec["kind"]](spec)
+  result["peak_rss_mb"] = timing.peak_memory_mb()
+  result["pid"] = os.getpid()
+  return result
