@@ -104,3 +104,43 @@ def final_preactivation(x, name: str):
   x = tf_keras.layers.BatchNormalization(momentum=0.997, epsilon=1e-5,
                                          name=name + "/BatchNorm")(x)
   return tf_keras.layers.ReLU(name=name + "/relu")(x)
+
+
+def conv_head(feature_shape, kernel_sizes: Sequence[int], width: int,
+              num_outputs: int, name: str, weight_decay: float = 1e-4,
+              model_name: str = None) -> tf_keras.Model:
+  """Per-pixel head: ReLU convs, then 1x1 conv logits (col and ms, §3.4).
+
+  Colorization uses kernel sizes (2, 1) with width 4096 and 313 outputs;
+  motion segmentation (1, 1) with width 4096 and 1 output. Convs are "same"
+  padded, so the output keeps the feature map's size; He-initialised with the
+  trunk's weight-decay convention. Logits are float32 even under a mixed
+  precision policy.
+
+  Args:
+    feature_shape: ``(h, w, C)`` of the representation (a leading batch entry
+      is ignored).
+    kernel_sizes: kernel size of each hidden conv.
+    width: channels of the hidden convs.
+    num_outputs: logits per pixel.
+    name: layer-name prefix, ``<task>_head``.
+    weight_decay: L2 weight decay (TF-Slim convention ``wd * sum(w**2) / 2``).
+    model_name: name of the returned model.
+
+  Returns:
+    A model ``[N, h, w, C] -> {"logits": [N, h, w, num_outputs]}``.
+  """
+  regularizer = (tf_keras.regularizers.l2(0.5 * weight_decay)
+                 if weight_decay else None)
+  inputs = tf_keras.Input(shape=tuple(feature_shape)[-3:], name="features")
+  net = inputs
+  for i, kernel_size in enumerate(kernel_sizes):
+    net = tf_keras.layers.Conv2D(
+        width, kernel_size, padding="same", activation="relu",
+        kernel_initializer=tf_keras.initializers.VarianceScaling(
+            scale=2.0, mode="fan_in", distribution="truncated_normal"),
+        kernel_regularizer=regularizer, name=f"{name}/conv{i + 1}")(net)
+  logits = tf_keras.layers.Conv2D(
+      num_outputs, 1, kernel_regularizer=regularizer, dtype="float32",
+      name=f"{name}/logits")(net)
+  return tf_keras.Model(inputs, {"logits": logits}, name=model_name or name)

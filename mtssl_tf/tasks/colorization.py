@@ -49,6 +49,7 @@ from mtssl_tf import config as config_lib
 from mtssl_tf.data import ab_bins
 from mtssl_tf.data import color
 from mtssl_tf.data import sources
+from mtssl_tf.models import heads
 from mtssl_tf.tasks import base
 
 NAME = "col"
@@ -191,22 +192,9 @@ class Task:
     ``feature_shape`` is ``(h, w, C)`` (a leading batch entry is ignored).
     """
     cfg = self.config
-    regularizer = (tf_keras.regularizers.l2(0.5 * cfg.weight_decay)
-                   if cfg.weight_decay else None)
-    inputs = tf_keras.Input(shape=tuple(feature_shape)[-3:], name="features")
-    net = inputs
-    for i, kernel_size in enumerate((2, 1)):
-      net = tf_keras.layers.Conv2D(
-          cfg.head_width, kernel_size, padding="same", activation="relu",
-          kernel_initializer=tf_keras.initializers.VarianceScaling(
-              scale=2.0, mode="fan_in", distribution="truncated_normal"),
-          kernel_regularizer=regularizer,
-          name=f"{NAME}_head/conv{i + 1}")(net)
-    # Layer names carry the task: variable names must be unique across heads.
-    logits = tf_keras.layers.Conv2D(
-        ab_bins.NUM_BINS, 1, kernel_regularizer=regularizer, dtype="float32",
-        name=f"{NAME}_head/logits")(net)
-    return tf_keras.Model(inputs, {"logits": logits}, name="colorization_head")
+    return heads.conv_head(feature_shape, (2, 1), cfg.head_width,
+                           ab_bins.NUM_BINS, f"{NAME}_head", cfg.weight_decay,
+                           model_name="colorization_head")
 
   # ---- loss and metrics -----------------------------------------------------
 

@@ -51,6 +51,7 @@ from mtssl_tf.data import decode
 from mtssl_tf.data import sources
 from mtssl_tf.data import synthetic_video
 from mtssl_tf.data import tfrecord_format
+from mtssl_tf.models import heads
 from mtssl_tf.tasks import base
 
 NAME = "ms"
@@ -278,22 +279,9 @@ class Task:
     ``feature_shape`` is ``(h, w, C)`` (a leading batch entry is ignored).
     """
     cfg = self.config
-    regularizer = (tf_keras.regularizers.l2(0.5 * cfg.weight_decay)
-                   if cfg.weight_decay else None)
-    inputs = tf_keras.Input(shape=tuple(feature_shape)[-3:], name="features")
-    net = inputs
-    for i in range(2):
-      net = tf_keras.layers.Conv2D(
-          cfg.head_width, 1, activation="relu",
-          kernel_initializer=tf_keras.initializers.VarianceScaling(
-              scale=2.0, mode="fan_in", distribution="truncated_normal"),
-          kernel_regularizer=regularizer, name=f"{NAME}_head/conv{i + 1}")(net)
-    # Layer names carry the task: variable names must be unique across heads.
-    logits = tf_keras.layers.Conv2D(1, 1, kernel_regularizer=regularizer,
-                                    dtype="float32",
-                                    name=f"{NAME}_head/logits")(net)
-    return tf_keras.Model(inputs, {"logits": logits},
-                          name="motion_segmentation_head")
+    return heads.conv_head(feature_shape, (1, 1), cfg.head_width, 1,
+                           f"{NAME}_head", cfg.weight_decay,
+                           model_name="motion_segmentation_head")
 
   # ---- loss and metrics -----------------------------------------------------
 
