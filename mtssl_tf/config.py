@@ -87,6 +87,11 @@ class TrainConfig:
     profile_steps: (first, last) global steps to trace with the profiler.
     seed: seed of data order and initialisation.
     init_checkpoint: converted trunk checkpoint to start from (optional).
+    jit_compile, mixed_precision, intra_op_threads, inter_op_threads,
+      steps_per_call: speed options, off by default (training/speed.py):
+      XLA for each task's forward + backward; "float32" or a tf_keras
+      mixed-precision policy ("mixed_bfloat16"); TensorFlow thread pools
+      (0 = default); global steps per tf.function call.
   """
   model_dir: str = "runs/default"
   max_steps: int = 10
@@ -113,6 +118,11 @@ class TrainConfig:
   profile_steps: Optional[Tuple[int, int]] = None
   seed: int = 0
   init_checkpoint: Optional[str] = None
+  jit_compile: bool = False
+  mixed_precision: str = "float32"
+  intra_op_threads: int = 0
+  inter_op_threads: int = 0
+  steps_per_call: int = 1
 
   def batch_size_of(self, task: str) -> int:
     return self.task_batch_size.get(task, self.batch_size)

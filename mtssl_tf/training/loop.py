@@ -12,6 +12,13 @@ a head is only ever touched by its task. On one host the tasks advance in
 lockstep; each task's update is still its own computation (``_task_grads`` and
 ``_apply_task``), which is what running tasks on separate hosts needs.
 
+Speed options (``training/speed.py``, all off by default): the network is
+built under ``cfg.mixed_precision``; ``cfg.jit_compile`` XLA-compiles each
+task's forward + backward (the batch is read outside the compiled function);
+``cfg.steps_per_call`` global steps run inside one ``tf.function`` call, and
+checkpoints are only taken between calls (the model then matches the step).
+Thread counts are applied first (``speed.configure_threads``).
+
 Sections below: setup, data, model, step, checkpoint, summaries, loop.
 """
 
@@ -29,6 +36,7 @@ from mtssl_tf.models import slim_conversion
 from mtssl_tf.training import checkpointing
 from mtssl_tf.training import optimizers as optimizers_lib
 from mtssl_tf.training import replicas
+from mtssl_tf.training import speed
 from mtssl_tf.training import summaries
 
 
@@ -83,6 +91,10 @@ def train(trunk_config: config_lib.TrunkConfig,
       nothing is saved after the last good checkpoint).
   """
   # ---- Setup --------------------------------------------------------------
+  speed.configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
+  speed.check_precision(cfg.mixed_precision)
+  if cfg.steps_per_call < 1:
+    raise ValueError(f"steps_per_call must be >= 1, got {cfg.steps_per_call}.")
   names = list(tasks)
   strategy = strategy or tf.distribute.get_strategy()
   plan = replicas.plan_replicas(names, strategy.num_replicas_in_sync,
@@ -102,9 +114,10 @@ def train(trunk_config: config_lib.TrunkConfig,
 
   # ---- Model, optimizers, state -------------------------------------------
   with strategy.scope():
-    network = multitask.MultiTaskNetwork(
-        trunk_config, tasks, lasso=cfg.lasso, lasso_l1=cfg.lasso_l1,
-        lasso_init=cfg.lasso_init)
+    with speed.precision_policy(cfg.mixed_precision):
+      network = multitask.MultiTaskNetwork(
+          trunk_config, tasks, lasso=cfg.lasso, lasso_l1=cfg.lasso_l1,
+          lasso_init=cfg.lasso_init)
     opts = {t: optimizers_lib.SlimRMSProp(
         cfg.learning_rate_of(t), cfg.rmsprop_decay, cfg.rmsprop_momentum,
         cfg.rmsprop_epsilon, name=f"rmsprop_{t}") for t in names}
@@ -144,6 +157,10 @@ def train(trunk_config: config_lib.TrunkConfig,
                    examples=tf.constant(0.0))
       return [tf.zeros_like(v) for v in variables], zeros
     images, labels = next(iterators[t])
+    return forward_backward[t](images, labels)
+
+  def _forward_backward(t, images, labels):
+    variables = network.task_variables(t)
     with tf.GradientTape() as tape:
       outputs = network(t, images, training=True)
       loss = tf.cast(tasks[t].loss(labels, outputs), tf.float32)
@@ -156,6 +173,11 @@ def train(trunk_config: config_lib.TrunkConfig,
     logs.update(loss=loss, total_loss=total,
                 examples=tf.cast(tf.shape(images)[0], tf.float32))
     return grads, logs
+
+  forward_backward = {
+      t: (tf.function(lambda x, y, t=t: _forward_backward(t, x, y),
+                      jit_compile=True) if cfg.jit_compile else
+          (lambda x, y, t=t: _forward_backward(t, x, y))) for t in names}
 
   def _replica_step(active):
     ctx = tf.distribute.get_replica_context()
@@ -188,8 +210,13 @@ def train(trunk_config: config_lib.TrunkConfig,
   cycle_length = max(cfg.steps_per_cycle_of(t) for t in names)
   cycle = [tuple(t for t in names if cfg.steps_per_cycle_of(t) > i)
            for i in range(cycle_length)]
-  step_fns = {active: tf.function(lambda a=active: _step(a))
-              for active in set(cycle)}
+  call_fns = {}  # n -> tf.function running n global steps (cycles)
+
+  def run_steps(n):
+    if n not in call_fns:
+      call_fns[n] = tf.function(
+          lambda: [[_step(active) for active in cycle] for _ in range(n)])
+    return call_fns[n]()
   costs = {t: cfg.step_cost_of(t) for t in names}
 
   # ---- Summaries -----------------------------------------------------------
@@ -245,6 +272,7 @@ def train(trunk_config: config_lib.TrunkConfig,
   window_start, window_examples = time.monotonic(), {t: 0.0 for t in names}
   window_steps = 0
   profiling = False
+  pending = []  # cycle logs of steps run by the last call, not yet booked
   path = manager.latest_checkpoint
   if step >= cfg.max_steps:
     log(f"Already at step {step} >= max_steps {cfg.max_steps}.")
@@ -253,7 +281,10 @@ def train(trunk_config: config_lib.TrunkConfig,
       if cfg.profile_steps and step == cfg.profile_steps[0]:
         tf.profiler.experimental.start(os.path.join(cfg.model_dir, "profile"))
         profiling = True
-      cycle_logs = [step_fns[active]() for active in cycle]
+      if not pending:
+        pending = list(run_steps(min(cfg.steps_per_call,
+                                     cfg.max_steps - step)))
+      cycle_logs = pending.pop(0)
       merged = {}
       for logs in cycle_logs:
         for t, values in logs.items():
@@ -295,12 +326,17 @@ def train(trunk_config: config_lib.TrunkConfig,
       if (cfg.image_summary_every_steps and
           step % cfg.image_summary_every_steps == 0):
         write_images(step)
-      reason = policy.should_save(step, float(state.cost.numpy()))
+      reason = (None if pending else
+                policy.should_save(step, float(state.cost.numpy())))
       if reason:
         path = save(reason)
     if saved_step[0] != step and (step > start_step or path is None):
       path = save("end of training")
   except KeyboardInterrupt:
+    if pending:  # steps the last call already applied count as done
+      state.global_step.assign_add(len(pending))
+      state.cost.assign(checkpointing.step_cost(
+          costs, {t: int(v.numpy()) for t, v in state.task_steps.items()}))
     path = save("interrupted")
     raise
   finally:

@@ -1,0 +1,111 @@
+"""tools/benchmark.py as a user runs it (tiny network, 1-2 steps), and its
+report on known numbers. No timing assertions: only that every figure is
+produced and computed from the measurements as documented."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mtssl_tf.benchmarks import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _run(*args, timeout=900):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", "tools.benchmark", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_tables_and_writes_json(tmp_path):
+  out = tmp_path / "bench.json"
+  result = _run("--sections=trunk,tasks,pipelines,options", "--tasks=col",
+                "--precisions=float32", "--options=steps_per_call",
+                "--steps_per_call=2", "--depth=14", "--base_width=8",
+                "--trunk_size=64", "--steps=2", "--warmup=1", "--rounds=1",
+                "--task_override=col.head_width=32", f"--output_json={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  for title in ("## Machine", "## Training step per task",
+                "## Trunk alone vs TF-Slim", "## Input pipelines",
+                "## Speed options", "## Targets"):
+    assert title in result.stdout
+  results = json.loads(out.read_text())
+  assert results["machine"]["matmul_gflops"] > 0
+  (task,) = results["tasks"]
+  assert task["tasks"] == ["col"] and task["precision"] == "float32"
+  assert len(task["step_times"]) == 2 and task["step_seconds"] > 0
+  assert task["training_flops"] > 0 and task["peak_rss_mb"] > 100
+  (trunk,) = results["trunk"]
+  assert set(trunk["step_seconds"]) == {
+      "TF-Slim resnet_v2 (graph, Session)", "mtssl_tf float32"}
+  (pipeline,) = results["pipelines"]
+  assert pipeline["tasks"] == ["col"]
+  assert pipeline["examples_per_second"] > 0
+  (options,) = results["options"]
+  assert set(options["step_seconds"]) == {"baseline", "steps_per_call"}
+  assert results["markdown"].strip() == result.stdout.strip()
+
+
+def test_bad_flags_are_rejected_before_any_work():
+  result = _run("--sections=tasks,speed", timeout=120)
+  assert result.returncode != 0
+  assert "unknown ['speed']" in result.stderr
+  result = _run("--tasks=rp+colour", timeout=120)
+  assert result.returncode != 0
+  assert "['colour']" in result.stderr
+
+
+def _results():
+  gflop = 1e9
+  return {
+      "machine": {"matmul_gflops": 100.0, "bf16_matmul_gflops": 300.0},
+      "tasks": [
+          {"tasks": ["rp"], "precision": "float32", "batch_size": 2,
+           "step_seconds": 2.0, "examples_per_step": 2,
+           "training_flops": 100 * gflop, "peak_rss_mb": 1000.0,
+           "matmul_gflops": 90.0},
+          {"tasks": ["col"], "precision": "float32", "batch_size": 2,
+           "step_seconds": 4.0, "examples_per_step": 2,
+           "training_flops": 200 * gflop, "peak_rss_mb": 2000.0,
+           "matmul_gflops": 120.0},
+          {"tasks": ["rp", "col"], "precision": "float32", "batch_size": 2,
+           "step_seconds": 6.6, "examples_per_step": 2,
+           "training_flops": 300 * gflop, "peak_rss_mb": 2500.0}],
+      "trunk": [{"step_seconds": {"TF-Slim resnet_v2 (graph, Session)": 5.0,
+                                  "mtssl_tf float32": 2.5},
+                 "examples_per_step": 2, "training_flops": 180 * gflop,
+                 "matmul_gflops": 80.0}],
+      "pipelines": [{"tasks": ["rp"], "examples_per_second": 2.0,
+                     "peak_rss_mb": 500.0}],
+  }
+
+
+def test_report_figures_from_known_measurements():
+  results = _results()
+  assert report.run_peak(results) == 120.0  # best of all processes
+  overhead = report.multitask_overhead(results)
+  assert overhead == {"rp+col float32": pytest.approx(6.6 / 6.0)}
+  text = report.markdown(results)
+  # rp: 100 GFLOP in 2 s = 50 GFLOP/s = 41.7% of 120; 1 example/s.
+  assert "| rp | float32 | 2 | 2 | 1 | 100 | 50 | 41.7 | 1000 |" in text
+  # Trunk: 72 GFLOP/s, 60% of the peak, 2x TF-Slim.
+  assert "| mtssl_tf float32 | 2.5 | 0.8 | 72 | 60 | 2 |" in text
+  # Pipeline 2 examples/s feeding a 1 example/s step: headroom 2.
+  assert "| rp | 2 | 1 | 2 | 500 |" in text
+  met = {row[0]: row[2] for row in report.targets(results)}
+  assert met == {
+      "trunk mtssl_tf float32 >= 1.3x TF-Slim": True,
+      "trunk mtssl_tf float32 >= 70% of fp32 matmul peak": False,
+      "rp pipeline >= 3x its float32 step": False,
+      "rp+col float32 <= 1.05x sum of single steps": False}
+
+
+def test_report_table_cells():
+  assert report.table(["a", "b"], [[1.23456, math.nan], ["x", 1234.5]]) == (
+      "| a | b |\n|---|---|\n| 1.23 | n/a |\n| x | 1234 |")
