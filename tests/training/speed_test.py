@@ -1,5 +1,9 @@
 """Speed options (training/speed.py) and their use in the training loop."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +15,7 @@ from mtssl_tf.training import speed
 from tests.training import toy_task
 
 TRUNK = config.TrunkConfig(depth=14, base_width=8)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def _train(model_dir, **kwargs):
@@ -86,3 +91,30 @@ def test_invalid_options_fail_before_training(tmp_path):
     _train(tmp_path / "a", steps_per_call=0)
   with pytest.raises(ValueError, match="mixed_precision"):
     _train(tmp_path / "b", mixed_precision="half")
+
+
+def _main(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", "mtssl_tf.main", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=900)
+
+
+def test_speed_flags_are_documented():
+  result = _main("--helpfull")
+  for flag in ("jit_compile", "mixed_precision", "intra_op_threads",
+               "inter_op_threads", "steps_per_call"):
+    assert f"{flag}:" in result.stdout
+
+
+@pytest.mark.slow
+def test_main_trains_with_speed_flags(tmp_path):
+  result = _main(
+      "--tasks=rp", "--depth=14", "--base_width=8", "--max_steps=3",
+      "--task_override=rp.patch_units=((32,8,2),(16,8,2))",
+      "--task_override=rp.fc_width=32", "--task_override=rp.fc_bottleneck=8",
+      "--mixed_precision=mixed_bfloat16", "--steps_per_call=2",
+      "--intra_op_threads=1", "--inter_op_threads=1", "--log_every_steps=1",
+      "--image_summary_every_steps=0", f"--model_dir={tmp_path / 'run'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "'global_step': 3" in result.stdout
