@@ -148,16 +148,30 @@ def train(trunk_config: config_lib.TrunkConfig,
     log(f"Initialised the trunk from {cfg.init_checkpoint}")
 
   # ---- Step ----------------------------------------------------------------
+  sync_head_stats = strategy.num_replicas_in_sync > 1
+
   def _task_grads(t, rid):
-    """Gradients and logs of task t on replica rid (zeros off its group)."""
+    """Gradients, logs and head statistics of task t on replica rid.
+
+    Replicas outside t's group contribute zeros. Head batch-norm moving
+    statistics are sync-on-read variables that only t's replicas update;
+    they are returned so that every replica can be given the group's mean
+    (otherwise reading them would average in replicas that never saw t).
+    """
     variables = network.task_variables(t)
+    head_stats = network.heads[t].non_trainable_variables
     if t not in plan.tasks_of_replica[rid]:
       zeros = {k: tf.constant(0.0) for k in log_keys[t]}
       zeros.update(loss=tf.constant(0.0), total_loss=tf.constant(0.0),
                    examples=tf.constant(0.0))
-      return [tf.zeros_like(v) for v in variables], zeros
+      stats = ([tf.zeros(v.shape, v.dtype) for v in head_stats]
+               if sync_head_stats else [])
+      return [tf.zeros_like(v) for v in variables], zeros, stats
     images, labels = next(iterators[t])
-    return forward_backward[t](images, labels)
+    grads, logs = forward_backward[t](images, labels)
+    stats = ([tf.identity(v) for v in head_stats] if sync_head_stats
+             else [])
+    return grads, logs, stats
 
   def _forward_backward(t, images, labels):
     variables = network.task_variables(t)
@@ -187,10 +201,13 @@ def train(trunk_config: config_lib.TrunkConfig,
       results = ctx.all_reduce(tf.distribute.ReduceOp.SUM, results)
     return results
 
-  def _apply_task(t, grads, logs):
+  def _apply_task(t, grads, logs, stats):
     """Averages over t's group and applies t's RMSProp unless non-finite."""
     n = float(plan.group_size(t))
     grads = [g / n for g in grads]
+    for variable, value in zip(network.heads[t].non_trainable_variables,
+                               stats):
+      variable.assign(value / n)  # every replica gets the group's mean
     finite = tf.math.is_finite(logs["total_loss"])
     apply = lambda: opts[t].apply_gradients(  # noqa: E731
         zip(grads, network.task_variables(t)))

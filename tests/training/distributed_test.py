@@ -44,16 +44,22 @@ net = multitask.MultiTaskNetwork(trunk, ref_tasks)
 tf.train.Checkpoint(trunk=net.trunk, heads=net.heads).read(
     initial).expect_partial()
 w0 = {v.name: v.numpy() for n in names for v in net.task_variables(n)}
+bn_expected = {}
 expected = dict(w0)
 for i, n in enumerate(names):
   variables = net.task_variables(n)
   batches = list(ref_tasks[n].make_dataset(None, 2, seed=cfg.seed + i).take(2))
-  grads = []
+  grads, pooled_means = [], []
   for images, labels in batches:
+    block3 = net.trunk(images, training=True)["block3"]
+    pooled_means.append(tf.reduce_mean(block3, [0, 1, 2]).numpy())
     with tf.GradientTape() as tape:
       outputs = net(n, images, training=True)
       total = ref_tasks[n].loss(labels, outputs) + net.regularization_loss(n)
     grads.append([g.numpy() for g in tape.gradient(total, variables)])
+  # Head batch norm (momentum 0.99, moving mean starts at 0): each replica
+  # of the group updates its copy; every copy must end at the group mean.
+  bn_expected[n] = 0.01 * np.mean(pooled_means, axis=0)
   for v, g0, g1 in zip(variables, *grads):
     g = (g0 + g1) / 2.0
     ms = 0.9 * 1.0 + 0.1 * g ** 2
@@ -68,7 +74,16 @@ for n in names:
     replicas_values = [c.numpy() for c in v.values]
     spread = max(spread, max(float(np.max(np.abs(r - got)))
                              for r in replicas_values))
+bn_error = 0.0
+for n in names:
+  moving_mean = result.network.heads[n].get_layer(f"{n}_head/bn").moving_mean
+  for copy in moving_mean.values:
+    bn_error = max(bn_error, float(np.max(np.abs(copy.numpy() -
+                                                  bn_expected[n]))))
 print("RESULT " + json.dumps({"max_error": max(errors.values()),
+                              "bn_error": bn_error,
+                              "bn_scale": float(np.max(np.abs(
+                                  bn_expected["a"]))),
                               "worst": max(errors, key=errors.get),
                               "spread": spread, "moved": moved,
                               "num_replicas": len(v.values),
@@ -90,3 +105,7 @@ def test_update_equals_per_group_average(tmp_path):
   assert result["moved"] > 10
   assert result["spread"] == 0.0  # all replicas hold the same weights
   assert result["max_error"] < 2e-5, result
+  # Every replica's copy of a head's batch-norm statistics is its group's
+  # mean, also on the replicas of the other task.
+  assert result["bn_scale"] > 1e-3
+  assert result["bn_error"] < 1e-4 * result["bn_scale"] + 1e-7, result

@@ -48,6 +48,8 @@ class Task:
   def build_head(self, feature_shape):
     features = tf_keras.Input(tuple(feature_shape))
     pooled = tf_keras.layers.GlobalAveragePooling2D()(features)
+    pooled = tf_keras.layers.BatchNormalization(
+        name=f"{self.name}_head/bn")(pooled)
     logits = tf_keras.layers.Dense(2, name=f"{self.name}_head/logits")(pooled)
     return tf_keras.Model(features, {"logits": logits},
                           name=f"head_{self.name}")
