@@ -1,0 +1,92 @@
+r"""Makes motion-segmentation TFRecords (for the ms task) from videos.
+
+Paper §2: every ``--frame_stride``-th frame of each video, resized to
+240x320 (centre crop to 4:3), with the mask of the pixels whose dense track
+over the next 10 frames is not explained by the camera's motion
+(``mtssl_tf/data/motion_masks.py``: DIS optical flow, forward-backward
+checked tracks, a RANSAC homography per frame pair, morphological clean-up).
+
+  python -m tools.make_motion_masks --videos=/data/soundnet \
+      --output_dir=/data/ms_records --workers=2
+
+``--videos`` is a folder (searched recursively for video file endings) or a
+glob (every match is tried). One shard ``<video>.tfrecord`` per video; train
+with ``DataConfig(source="folder", path=<output_dir>)`` or
+``source="tfrecord", path="<output_dir>/*.tfrecord"``. A rerun skips the
+videos already finished; unreadable, empty, one-frame, too short (< 11
+frames) and huge-resolution videos are skipped and listed in the summary and
+``<output_dir>/manifest.json`` (``mtssl_tf/data/motion_records.py``).
+
+Exit status: 0 when the run finished (even with skipped videos), 1 when it
+could not start (no videos, unwritable output directory, bad flags).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from mtssl_tf.data import motion_masks
+from mtssl_tf.data import motion_records
+from mtssl_tf.data import video_frames
+
+_VIDEOS = flags.DEFINE_string(
+    "videos", None, "A folder of videos (searched recursively) or a glob.",
+    required=True)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where the TFRecords go.", required=True)
+_FRAME_STRIDE = flags.DEFINE_integer(
+    "frame_stride", 10, "Label every n-th frame of a video.", lower_bound=1)
+_MAX_RECORDS = flags.DEFINE_integer(
+    "max_records_per_video", 0, "At most this many records per video "
+    "(0: no limit).", lower_bound=0)
+_MAX_PIXELS = flags.DEFINE_integer(
+    "max_pixels", video_frames.DEFAULT_MAX_PIXELS,
+    "Skip videos whose frames have more pixels than this.", lower_bound=1)
+_WORKERS = flags.DEFINE_integer("workers", 1, "Videos processed in parallel.",
+                                lower_bound=1)
+_EXTENSIONS = flags.DEFINE_list(
+    "extensions", list(motion_records.VIDEO_EXTENSIONS),
+    "File endings taken from a --videos folder.")
+_FLOW = flags.DEFINE_enum("flow", "dis", list(motion_masks.FLOW_METHODS),
+                          "Dense optical flow method.")
+_TRACK_LENGTH = flags.DEFINE_integer(
+    "track_length", 10, "Frames a point is tracked over (paper: 10).",
+    lower_bound=1)
+_RESIDUAL = flags.DEFINE_float(
+    "residual_threshold", 0.5, "Camera-compensated motion (px/frame at "
+    "240x320) above which a track moves.", lower_bound=0.0)
+_MOVING_FRACTION = flags.DEFINE_float(
+    "min_moving_fraction", 0.8, "Share of its steps a track must move in "
+    "to be foreground.", lower_bound=0.0, upper_bound=1.0)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = motion_records.RunConfig(
+      videos=_VIDEOS.value, output_dir=_OUTPUT_DIR.value,
+      frame_stride=_FRAME_STRIDE.value,
+      max_records_per_video=_MAX_RECORDS.value, max_pixels=_MAX_PIXELS.value,
+      workers=_WORKERS.value,
+      extensions=tuple(e if e.startswith(".") else "." + e
+                       for e in _EXTENSIONS.value),
+      masks=motion_masks.MotionMaskConfig(
+          track_length=_TRACK_LENGTH.value, flow=_FLOW.value,
+          residual_threshold=_RESIDUAL.value,
+          min_moving_fraction=_MOVING_FRACTION.value))
+  try:
+    manifest = motion_records.run(config)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"Done: {manifest['done']} of {manifest['videos']} videos, "
+        f"{manifest['records']} records, {manifest['frames_per_second']} "
+        f"frames/s; manifest {config.output_dir}/{motion_records.MANIFEST}")
+  for video in manifest["skipped_videos"]:
+    print(f"  skipped {video['video']}: {video['reason']} ({video['detail']})")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
