@@ -24,6 +24,7 @@ Sections below: setup, data, model, step, checkpoint, summaries, loop.
 
 import dataclasses
 import os
+import shutil
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -64,9 +65,24 @@ def _log_keys(task, head, labels_spec) -> Tuple[str, ...]:
   return tuple(sorted(traced.structured_outputs))
 
 
-def _worker_index(strategy) -> int:
+def _num_workers(strategy) -> int:
   resolver = getattr(strategy, "cluster_resolver", None)
-  return int(getattr(resolver, "task_id", 0) or 0) if resolver else 0
+  if resolver is None or not getattr(resolver, "task_type", None):
+    return 1
+  cluster = resolver.cluster_spec().as_dict()
+  return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def _worker_role(strategy) -> Tuple[int, bool]:
+  """(index of this worker among all workers, whether it is the chief)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  task_type = getattr(resolver, "task_type", None) if resolver else None
+  if not task_type:
+    return 0, True
+  task_id = int(resolver.task_id or 0)
+  if "chief" in resolver.cluster_spec().as_dict():
+    return (0, True) if task_type == "chief" else (task_id + 1, False)
+  return task_id, task_type == "worker" and task_id == 0
 
 
 def train(trunk_config: config_lib.TrunkConfig,
@@ -99,14 +115,23 @@ def train(trunk_config: config_lib.TrunkConfig,
   strategy = strategy or tf.distribute.get_strategy()
   plan = replicas.plan_replicas(names, strategy.num_replicas_in_sync,
                                 cfg.replicas_per_task)
-  resumed_run = checkpointing.prepare_model_dir(
-      cfg.model_dir, checkpointing.run_info(names, trunk_config, cfg.lasso))
+  # Multi-worker: only the chief writes model_dir (run.json, checkpoints,
+  # summaries). The other workers take part in every (collective) save but
+  # write to a scratch directory, removed at the end, and log nothing.
+  worker, chief = _worker_role(strategy)
+  if chief:
+    write_dir = cfg.model_dir
+    resumed_run = checkpointing.prepare_model_dir(
+        cfg.model_dir, checkpointing.run_info(names, trunk_config, cfg.lasso))
+  else:
+    write_dir = os.path.join(cfg.model_dir, f".worker_{worker}")
+    os.makedirs(write_dir, exist_ok=True)
+    resumed_run, log = False, lambda message: None
   log(f"Replica plan ({strategy.num_replicas_in_sync} replicas): "
       f"{plan.describe()}")
 
   # ---- Data: one iterator per task, outside the strategy scope (the skip
   # counters of the sources are host variables updated inside tf.data).
-  worker = _worker_index(strategy)
   datasets = {t: tasks[t].make_dataset(data[t], cfg.batch_size_of(t),
                                        seed=cfg.seed + 1000 * worker + i)
               for i, t in enumerate(names)}
@@ -130,20 +155,21 @@ def train(trunk_config: config_lib.TrunkConfig,
   # ---- Checkpoint: restore or initialise -----------------------------------
   ckpt = tf.train.Checkpoint(trunk=network.trunk, heads=network.heads,
                              lasso=network.lasso, optimizers=opts, state=state)
-  manager = tf.train.CheckpointManager(ckpt, cfg.model_dir,
+  manager = tf.train.CheckpointManager(ckpt, write_dir,
                                        max_to_keep=cfg.keep_checkpoints)
-  if manager.latest_checkpoint:
+  latest = tf.train.latest_checkpoint(cfg.model_dir)  # the chief's
+  if latest:
     try:
-      ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+      ckpt.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       raise ValueError(
-          f"Checkpoint {manager.latest_checkpoint} does not fit this model "
+          f"Checkpoint {latest} does not fit this model "
           f"({type(e).__name__}: {str(e)[:300]}). Use a new --model_dir; the "
           f"checkpoint was left untouched.") from None
-    log(f"Resumed from {manager.latest_checkpoint} at {state.as_dict()}")
+    log(f"Resumed from {latest} at {state.as_dict()}")
   elif resumed_run:
     log(f"{cfg.model_dir} has run.json but no checkpoint: starting at 0.")
-  if not manager.latest_checkpoint and cfg.init_checkpoint:
+  if not latest and cfg.init_checkpoint:
     slim_conversion.restore_trunk(network.trunk, cfg.init_checkpoint)
     log(f"Initialised the trunk from {cfg.init_checkpoint}")
 
@@ -237,9 +263,18 @@ def train(trunk_config: config_lib.TrunkConfig,
   costs = {t: cfg.step_cost_of(t) for t in names}
 
   # ---- Summaries -----------------------------------------------------------
-  writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
+  writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
+            if chief else tf.summary.create_noop_writer())
+  # Saves are collective across workers (sync-on-read variables are
+  # all-reduced when read), so every worker must save at the same step: the
+  # wall-clock trigger, which differs between hosts, is single-host only.
+  multi_worker = _num_workers(strategy) > 1
+  if multi_worker and cfg.checkpoint_every_secs:
+    log("Multi-worker run: --checkpoint_every_secs is ignored; saving by "
+        "steps and cost only.")
   policy = checkpointing.SavePolicy(
-      cfg.checkpoint_every_steps, cfg.checkpoint_every_secs,
+      cfg.checkpoint_every_steps,
+      0.0 if multi_worker else cfg.checkpoint_every_secs,
       cfg.checkpoint_every_cost, start_step=int(state.global_step.numpy()),
       start_cost=float(state.cost.numpy()))
 
@@ -290,7 +325,7 @@ def train(trunk_config: config_lib.TrunkConfig,
   window_steps = 0
   profiling = False
   pending = []  # cycle logs of steps run by the last call, not yet booked
-  path = manager.latest_checkpoint
+  path = latest
   if step >= cfg.max_steps:
     log(f"Already at step {step} >= max_steps {cfg.max_steps}.")
   try:
@@ -360,6 +395,9 @@ def train(trunk_config: config_lib.TrunkConfig,
     if profiling:
       tf.profiler.experimental.stop()
     writer.flush()
+  if not chief:
+    shutil.rmtree(write_dir, ignore_errors=True)
+    path = tf.train.latest_checkpoint(cfg.model_dir)
   return TrainResult(network=network, state=state.as_dict(), checkpoint=path,
                      last_logs=last_logs, skipped=skipped_counts(),
                      loss_history=loss_history)
