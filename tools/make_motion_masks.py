@@ -17,6 +17,13 @@ videos already finished; unreadable, empty, one-frame, too short (< 11
 frames) and huge-resolution videos are skipped and listed in the summary and
 ``<output_dir>/manifest.json`` (``mtssl_tf/data/motion_records.py``).
 
+Speed on this machine (2 CPU cores shared with other jobs, 240x320 MJPG
+videos): one worker decodes and labels about 11 video frames/s at
+--frame_stride=10 (about 1 record/s: each record needs 10 flow pairs both
+ways, dense tracking and 10 RANSAC fits), two workers about 13 frames/s;
+--frame_stride=1 gives about 3.5 records/s (flows are shared between
+overlapping windows). The progress line reports frames/s and the ETA.
+
 Exit status: 0 when the run finished (even with skipped videos), 1 when it
 could not start (no videos, unwritable output directory, bad flags).
 """

@@ -11,8 +11,8 @@ Output layout in ``output_dir``, one shard per video:
 ``<video key>`` is the video's folder and file name with every character
 outside [A-Za-z0-9_-] replaced by "_", plus 8 hex digits of the SHA-1 of
 its real path: unique, the same whether the video was found through a folder
-or a glob (so reruns resume either way), and never containing ".tfrecord". A shard is written as ``<key>.partial`` and renamed when
-complete; readers (the ms task's "folder" source takes names containing
+or a glob (so reruns resume either way), and never containing ".tfrecord".
+A shard is written as ``<key>.partial`` and renamed when complete; readers (the ms task's "folder" source takes names containing
 ".tfrecord") never see a partial shard, and an interrupted run leaves only
 ".partial" files, which the next run overwrites.
 
@@ -45,6 +45,12 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg",
                     ".mjpeg", ".gif")
 MANIFEST = "manifest.json"
 _GLOB_CHARS = re.compile(r"[*?\[]")
+# Workers are forked where possible: a spawned worker re-imports TensorFlow
+# (10-30 s of start-up on a busy 2-core machine); the parent has run no
+# TensorFlow op and no OpenCV call before forking, so no thread pools exist
+# yet that a fork could break.
+_START_METHOD = ("fork" if "fork" in multiprocessing.get_all_start_methods()
+                 else "spawn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +258,7 @@ def run(config, out=None):
         flush=True)
   start, frames = time.time(), 0
   if config.workers > 1 and len(jobs) > 1:
-    pool = multiprocessing.get_context("spawn").Pool(
+    pool = multiprocessing.get_context(_START_METHOD).Pool(
         min(config.workers, len(jobs)), initializer=_worker_init)
     results = pool.imap_unordered(_process, jobs)
   else:

@@ -7,7 +7,6 @@ runs in-process with one worker.
 import json
 import os
 
-import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
