@@ -12,9 +12,10 @@ Output layout in ``output_dir``, one shard per video:
 outside [A-Za-z0-9_-] replaced by "_", plus 8 hex digits of the SHA-1 of
 its real path: unique, the same whether the video was found through a folder
 or a glob (so reruns resume either way), and never containing ".tfrecord".
-A shard is written as ``<key>.partial`` and renamed when complete; readers (the ms task's "folder" source takes names containing
-".tfrecord") never see a partial shard, and an interrupted run leaves only
-".partial" files, which the next run overwrites.
+A shard is written as ``<key>.partial`` and renamed when complete; readers
+(the ms task's "folder" source takes names containing ".tfrecord") never see
+a partial shard, and an interrupted run leaves only ".partial" files, which
+the next run overwrites.
 
 Resuming: a video whose marker exists and records the same file size and
 modification time as now is not processed again (a changed file is). Bad
