@@ -142,10 +142,8 @@ def test_build_parser_sees_the_known_targets():
 @pytest.mark.parametrize("path", [p for p in _python_files()
                                   if p.startswith("tests/")])
 def test_tests_run_entry_points_in_a_subprocess(path):
-  """Entry points define absl flags; two of them imported into the one
-  pytest process collide (DuplicateFlagError). Only main_test imports main."""
+  """Tools define absl flags; a tool and mtssl_tf.main (or two tools)
+  imported into the one pytest process collide (DuplicateFlagError)."""
   imported = _imported_files(path, include_strings=False)
   tools = sorted(f for f in imported if f.startswith("tools/"))
   assert not tools, f"{path} imports {tools}: run them with subprocess"
-  if "mtssl_tf/main.py" in imported:
-    assert path == "tests/main_test.py", f"{path} imports mtssl_tf.main"
