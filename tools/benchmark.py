@@ -12,6 +12,9 @@ Prints Markdown tables and writes every number to --output_json:
              configuration runs in its own process; inputs are one cached
              batch drawn from the task's real pipeline (section pipelines
              times the pipelines).
+  multitask  the multi-task overhead: the single-task steps of
+             --multitask_tasks and their joint step, on one shared network,
+             alternated for --rounds rounds in one process (per precision).
   trunk      the trunk alone (forward + backward, --trunk_size^2, batch
              --trunk_batch_size, to block 3 at output stride 8) next to TF-Slim
              resnet_v2 (graph mode, Session, is_training=True) on the same
@@ -53,7 +56,7 @@ from typing import Dict, List
 from absl import app
 from absl import flags
 
-SECTIONS = ("tasks", "trunk", "pipelines", "options")
+SECTIONS = ("tasks", "multitask", "trunk", "pipelines", "options")
 TASK_CHOICES = ("rp", "col", "ex", "ms")
 RESULT_PREFIX = "BENCHMARK_RESULT "
 
@@ -73,6 +76,8 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (or batches).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 5, "Alternating rounds of the trunk and options sections.")
+_MULTITASK_TASKS = flags.DEFINE_list(
+    "multitask_tasks", ["rp", "col"], "Tasks of the multitask section.")
 _TRUNK_SIZE = flags.DEFINE_integer("trunk_size", 256,
                                    "Input side of the trunk section.")
 _TRUNK_BATCH_SIZE = flags.DEFINE_integer("trunk_batch_size", 2,
@@ -132,6 +137,7 @@ def _check_flags():
                          f"{SECTIONS}.")
   for config in _TASKS.value:
     bad = [t for t in config.split("+") if t not in TASK_CHOICES]
+    bad += [t for t in _MULTITASK_TASKS.value if t not in TASK_CHOICES]
     if bad:
       raise app.UsageError(f"--tasks: unknown task(s) {bad} in {config!r}; "
                            f"tasks are {TASK_CHOICES}.")
@@ -205,6 +211,12 @@ def run_benchmark(log=print) -> dict:
         _run_worker(dict(base, kind="task", tasks=config.split("+"),
                          precision=precision), log)
         for precision in _PRECISIONS.value for config in _TASKS.value]
+  if "multitask" in sections:
+    log("Multi-task overhead")
+    results["multitask"] = [
+        _run_worker(dict(base, kind="multitask", tasks=_MULTITASK_TASKS.value,
+                         precision=precision, rounds=_ROUNDS.value), log)
+        for precision in _PRECISIONS.value]
   if "pipelines" in sections:
     log("Input pipelines")
     singles = sorted({t for c in _TASKS.value for t in c.split("+")},

@@ -58,8 +58,16 @@ def tasks_table(results) -> str:
 
 
 def multitask_overhead(results) -> Dict[str, float]:
-  """precision -> step(rp+col) / (step(rp) + step(col)), where measured."""
+  """"<tasks> <precision>" -> joint step / sum of single-task steps.
+
+  From the multitask section (alternated on one network) when it ran, else
+  from the tasks section (separate processes: noisier).
+  """
   out = {}
+  for r in results.get("multitask", []):
+    out[f"{'+'.join(r['tasks'])} {r['precision']}"] = r["overhead"]
+  if out:
+    return out
   rows = results.get("tasks", [])
   for precision in sorted({r["precision"] for r in rows}):
     by = {"+".join(r["tasks"]): r["step_seconds"] for r in rows
@@ -69,6 +77,20 @@ def multitask_overhead(results) -> Dict[str, float]:
       if all(p in by for p in parts):
         out[f"{joint} {precision}"] = by[joint] / sum(by[p] for p in parts)
   return out
+
+
+def multitask_table(results) -> str:
+  rows = []
+  for r in results.get("multitask", []):
+    joint = "+".join(r["tasks"])
+    singles = sum(r["step_seconds"][t] for t in r["tasks"])
+    rows.append([joint, r["precision"]] +
+                [r["step_seconds"][t] for t in r["tasks"]] +
+                [singles, r["step_seconds"][joint], r["overhead"],
+                 r["peak_rss_mb"]])
+  tasks = results["multitask"][0]["tasks"] if rows else []
+  return table(["tasks", "precision"] + [f"{t} step s" for t in tasks] +
+               ["sum s", "joint step s", "joint / sum", "peak RSS MB"], rows)
 
 
 def trunk_table(results) -> str:
@@ -175,6 +197,8 @@ def markdown(results) -> str:
       m.get("note", "")]
   sections = (("tasks", "## Training step per task (cached batch)",
                tasks_table),
+              ("multitask", "## Multi-task overhead (one network, "
+               "alternated)", multitask_table),
               ("trunk", "## Trunk alone vs TF-Slim", trunk_table),
               ("pipelines", "## Input pipelines (no model)", pipelines_table),
               ("options", "## Speed options", options_table))

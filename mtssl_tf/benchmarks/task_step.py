@@ -15,7 +15,7 @@ Inputs are cached: one batch per task is drawn from the task's real
 the model alone (tools/benchmark.py times the pipelines separately).
 """
 
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -49,6 +49,27 @@ def build_task_step(trunk_config: config_lib.TrunkConfig,
     ``step()``, which blocks until done and returns the last cycle's summed
     loss.
   """
+  return build_task_steps(trunk_config, tasks, batches, [list(tasks)],
+                          precision, jit_compile, steps_per_call,
+                          learning_rate)["+".join(tasks)]
+
+
+def build_task_steps(trunk_config: config_lib.TrunkConfig,
+                     tasks: Mapping[str, object],
+                     batches: Mapping[str, Tuple[tf.Tensor, object]],
+                     groups: Sequence[Sequence[str]],
+                     precision: str = "float32", jit_compile: bool = False,
+                     steps_per_call: int = 1,
+                     learning_rate: float = 1e-3) -> Dict[str, Callable]:
+  """Step functions of several task groups on ONE shared network.
+
+  E.g. ``groups=[["rp"], ["col"], ["rp", "col"]]`` times the single-task
+  steps and the joint step on the same variables, so that their difference
+  is the multi-task overhead alone.
+
+  Returns:
+    ``"+".join(group)`` -> ``step()`` as ``build_task_step``.
+  """
   with speed.precision_policy(precision):
     network = multitask.MultiTaskNetwork(trunk_config, tasks)
   opts = {t: optimizers.SlimRMSProp(learning_rate, name=f"rmsprop_{t}")
@@ -70,9 +91,9 @@ def build_task_step(trunk_config: config_lib.TrunkConfig,
                              jit_compile=True) if jit_compile else
               (lambda x, y, t=t: task_grads(t, x, y)) for t in tasks}
 
-  def cycle():
+  def cycle(group):
     total = tf.constant(0.0)
-    for t in tasks:
+    for t in group:
       grads, loss = grad_fns[t](*batches[t])
       apply = lambda t=t, grads=grads: opts[t].apply_gradients(  # noqa: E731
           zip(grads, network.task_variables(t)))
@@ -80,15 +101,18 @@ def build_task_step(trunk_config: config_lib.TrunkConfig,
       total += loss
     return total
 
-  @tf.function
-  def call():
-    if steps_per_call == 1:
-      return cycle()
-    total = tf.constant(0.0)
-    for _ in tf.range(steps_per_call):
-      total = cycle()
-    return total
+  def make_step(group):
+    @tf.function
+    def call():
+      if steps_per_call == 1:
+        return cycle(group)
+      total = tf.constant(0.0)
+      for _ in tf.range(steps_per_call):
+        total = cycle(group)
+      return total
 
-  def step():
-    return float(call().numpy())
-  return step
+    def step():
+      return float(call().numpy())
+    return step
+
+  return {"+".join(group): make_step(list(group)) for group in groups}

@@ -16,6 +16,8 @@ Kinds:
   trunk     trunk-alone forward + backward: TF-Slim and ours (``precisions``),
             alternated ``rounds`` times.
   options   one task's step with each speed option (``variants``), alternated.
+  multitask each single-task step and the joint step of ``tasks`` on one
+            shared network, alternated (the multi-task overhead).
   pipeline  examples/s of a task's tf.data pipeline, no model.
 """
 
@@ -131,6 +133,22 @@ def run_options(spec) -> dict:
           "examples_per_step": spec["batch_size"], "matmul_gflops": peak}
 
 
+def run_multitask(spec) -> dict:
+  """Single-task steps and the joint step on one network, alternated."""
+  names = spec["tasks"]
+  tasks = _tasks(names, spec)
+  batches = task_step.cached_batches(tasks, spec["batch_size"])
+  groups = [[t] for t in names] + [names]
+  contenders = task_step.build_task_steps(
+      _trunk_config(spec), tasks, batches, groups,
+      precision=spec.get("precision", "float32"))
+  times = timing.alternate(contenders, spec["rounds"], spec["warmup"])
+  seconds = {k: timing.median(v) for k, v in times.items()}
+  joint = "+".join(names)
+  return {"times": times, "step_seconds": seconds,
+          "overhead": seconds[joint] / sum(seconds[t] for t in names)}
+
+
 def run_pipeline(spec) -> dict:
   name = spec["tasks"][0]
   task = _tasks([name], spec)[name]
@@ -148,7 +166,8 @@ def run_pipeline(spec) -> dict:
 
 
 KINDS = {"peak": run_peak, "task": run_task, "trunk": run_trunk,
-         "options": run_options, "pipeline": run_pipeline}
+         "options": run_options, "multitask": run_multitask,
+         "pipeline": run_pipeline}
 
 
 def run(spec) -> dict:

@@ -109,3 +109,16 @@ def test_report_figures_from_known_measurements():
 def test_report_table_cells():
   assert report.table(["a", "b"], [[1.23456, math.nan], ["x", 1234.5]]) == (
       "| a | b |\n|---|---|\n| 1.23 | n/a |\n| x | 1234 |")
+
+
+def test_report_prefers_the_alternated_multitask_section():
+  results = _results()
+  results["multitask"] = [{
+      "tasks": ["rp", "col"], "precision": "float32", "overhead": 0.98,
+      "step_seconds": {"rp": 1.0, "col": 2.0, "rp+col": 2.94},
+      "peak_rss_mb": 3000.0}]
+  assert report.multitask_overhead(results) == {"rp+col float32": 0.98}
+  text = report.markdown(results)
+  assert "| rp+col | float32 | 1 | 2 | 3 | 2.94 | 0.98 | 3000 |" in text
+  met = {row[0]: row[2] for row in report.targets(results)}
+  assert met["rp+col float32 <= 1.05x sum of single steps"]
