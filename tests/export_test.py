@@ -65,14 +65,14 @@ def test_export_round_trip_with_lasso(tmp_path):
   endpoints = network.trunk(base.to_trunk_range(images), training=False)
   for sig in ("features", "features_float"):
     np.testing.assert_allclose(loaded[f"{sig}/block3"], endpoints["block3"],
-                               rtol=1e-4, atol=1e-5)
+                               rtol=1e-4, atol=1e-4)
     for unit in network.unit_names:
       np.testing.assert_allclose(loaded[f"{sig}/{unit.replace('/', '_')}"],
-                                 endpoints[unit], rtol=1e-4, atol=1e-5)
+                                 endpoints[unit], rtol=1e-4, atol=1e-4)
   for task in ("a", "b"):
     want = network.representation(task, endpoints)
     np.testing.assert_allclose(loaded[f"lasso_{task}/representation"], want,
-                               rtol=1e-4, atol=1e-5)
+                               rtol=1e-4, atol=1e-4)
   assert loaded["features/block3"].shape == (2, 5, 6, 128)
 
   # The standalone exporter rebuilds the same model from the model_dir.
@@ -86,7 +86,7 @@ def test_export_round_trip_with_lasso(tmp_path):
   assert "lasso_a" in run.stdout
   reloaded = _load_in_fresh_process(second, images, tmp_path)
   for key, value in loaded.items():
-    np.testing.assert_allclose(reloaded[key], value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reloaded[key], value, rtol=1e-5, atol=1e-5)
 
   run = subprocess.run(
       [sys.executable, "-m", "mtssl_tf.export",
