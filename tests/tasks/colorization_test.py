@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 from PIL import Image
 
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import ab_bins
 from mtssl_tf.data import tfrecord_format
-from mtssl_tf.models import resnet_v2
 from mtssl_tf.tasks import colorization
 from mtssl_tf.tasks import registry
+from tests.tasks import task_fixtures
 
 TINY = colorization.Config(image_size=64, head_width=32)
 
@@ -206,19 +205,5 @@ def test_tiny_network_learns():
   task = colorization.Task(TINY)
   images, labels = next(iter(task.make_dataset(config_lib.DataConfig(), 4,
                                                seed=0)))
-  trunk = resnet_v2.build_trunk(
-      config_lib.TrunkConfig(depth=14, base_width=8), input_shape=(64, 64, 3))
-  head = task.build_head(trunk.output_shape["block3"])
-  optimizer = tf_keras.optimizers.Adam(1e-3)
-  variables = trunk.trainable_variables + head.trainable_variables
-
-  @tf.function
-  def step():
-    with tf.GradientTape() as tape:
-      outputs = head(trunk(images, training=True)["block3"], training=True)
-      loss = task.loss(labels, outputs)
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
-
-  losses = [float(step()) for _ in range(40)]
+  losses = task_fixtures.train_steps(task, images, labels, 40)
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses

@@ -5,14 +5,13 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 from PIL import Image
 
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import tfrecord_format
-from mtssl_tf.models import resnet_v2
 from mtssl_tf.tasks import motion_segmentation as ms
 from mtssl_tf.tasks import registry
+from tests.tasks import task_fixtures
 
 TINY = ms.Config(head_width=16, builtin_videos=2, builtin_frames=3)
 H, W = tfrecord_format.FRAME_HEIGHT, tfrecord_format.FRAME_WIDTH
@@ -202,19 +201,5 @@ def test_tiny_network_learns():
   task = ms.Task(TINY)
   images, labels = next(iter(task.make_dataset(config_lib.DataConfig(), 2,
                                                seed=0)))
-  trunk = resnet_v2.build_trunk(
-      config_lib.TrunkConfig(depth=14, base_width=8), input_shape=(H, W, 3))
-  head = task.build_head(trunk.output_shape["block3"])
-  optimizer = tf_keras.optimizers.Adam(1e-3)
-  variables = trunk.trainable_variables + head.trainable_variables
-
-  @tf.function
-  def step():
-    with tf.GradientTape() as tape:
-      outputs = head(trunk(images, training=True)["block3"], training=True)
-      loss = task.loss(labels, outputs)
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
-
-  losses = [float(step()) for _ in range(30)]
+  losses = task_fixtures.train_steps(task, images, labels, 30)
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
