@@ -78,14 +78,8 @@ def build_task_steps(trunk_config: config_lib.TrunkConfig,
     opt.build(network.task_variables(t))
 
   def task_grads(t, images, labels):
-    variables = network.task_variables(t)
-    with tf.GradientTape() as tape:
-      outputs = network(t, images, training=True)
-      loss = tf.cast(tasks[t].loss(labels, outputs), tf.float32)
-      total = loss + network.regularization_loss(t)
-    grads = tape.gradient(total, variables)
-    return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-            for g, v in zip(grads, variables)], total
+    grads, _, _, total = network.forward_backward(t, images, labels)
+    return grads, total
 
   grad_fns = {t: tf.function(lambda x, y, t=t: task_grads(t, x, y),
                              jit_compile=True) if jit_compile else

@@ -35,6 +35,7 @@ class MultiTaskNetwork(tf.Module):
     super().__init__(name="multitask")
     self.trunk_config = trunk_config
     self.task_names = list(tasks)
+    self.tasks = dict(tasks)
     self.trunk = resnet_v2.build_trunk(trunk_config)
     self.unit_names = resnet_v2.unit_names(trunk_config.depth)
     self.lasso: Dict[str, lasso_lib.LassoCombine] = {}
@@ -80,6 +81,27 @@ class MultiTaskNetwork(tf.Module):
     if task in self.lasso:
       losses += list(self.lasso[task].losses)
     return tf.add_n(losses) if losses else tf.constant(0.0)
+
+  def forward_backward(self, task: str, images, labels):
+    """One update's forward and backward pass of ``task`` (training mode).
+
+    The loss is the task's loss plus ``regularization_loss``; gradients are
+    taken with respect to ``task_variables(task)`` only (paper §4).
+
+    Returns:
+      ``(grads, outputs, loss, total)``: gradients aligned with
+      ``task_variables(task)`` (zeros where a variable is unused), the head's
+      outputs, the float32 task loss and the total loss.
+    """
+    variables = self.task_variables(task)
+    with tf.GradientTape() as tape:
+      outputs = self(task, images, training=True)
+      loss = tf.cast(self.tasks[task].loss(labels, outputs), tf.float32)
+      total = loss + tf.cast(self.regularization_loss(task), tf.float32)
+    grads = tape.gradient(total, variables)
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+             for g, v in zip(grads, variables)]
+    return grads, outputs, loss, total
 
   def task_variables(self, task: str) -> List[tf.Variable]:
     """Variables ``task``'s optimizer updates: trunk, its lasso row, head."""

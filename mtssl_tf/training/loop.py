@@ -26,7 +26,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -200,14 +200,7 @@ def train(trunk_config: config_lib.TrunkConfig,
     return grads, logs, stats
 
   def _forward_backward(t, images, labels):
-    variables = network.task_variables(t)
-    with tf.GradientTape() as tape:
-      outputs = network(t, images, training=True)
-      loss = tf.cast(tasks[t].loss(labels, outputs), tf.float32)
-      total = loss + network.regularization_loss(t)
-    grads = tape.gradient(total, variables)
-    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-             for g, v in zip(grads, variables)]
+    grads, outputs, loss, total = network.forward_backward(t, images, labels)
     logs = {k: tf.cast(v, tf.float32)
             for k, v in tasks[t].metrics(labels, outputs).items()}
     logs.update(loss=loss, total_loss=total,
