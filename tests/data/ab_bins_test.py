@@ -12,16 +12,8 @@ from mtssl_tf.data import color
 
 def _srgb_cube_surface_8bit():
   """Every 8-bit sRGB colour with at least one channel at 0 or 255."""
-  t = np.arange(256, dtype=np.float64) / 255.0
-  u, v = [x.ravel() for x in np.meshgrid(t, t, indexing="ij")]
-  faces = []
-  for axis in range(3):
-    for value in (0.0, 1.0):
-      face = np.empty((u.size, 3))
-      face[:, axis] = value
-      face[:, [i for i in range(3) if i != axis]] = np.stack([u, v], -1)
-      faces.append(face)
-  return np.concatenate(faces)
+  # pylint: disable-next=protected-access
+  return ab_bins._rgb_cube_surface(256)  # linspace(0, 1, 256) = k / 255
 
 
 def _srgb_ab(rgb):
