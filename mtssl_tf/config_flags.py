@@ -1,0 +1,144 @@
+"""Config dataclasses as absl flags: one flag per field, declared once.
+
+A module's options live in its frozen ``Config`` dataclass (a pretext task, an
+evaluation). Entry points turn every field into a flag named
+``<prefix>.<field>`` (``--rp.patch_size=64``, ``--imagenet_linear.epochs=30``)
+so that options are settable on the command line or in flagfiles without
+being written a second time, and read them back into the dataclass:
+
+  define_flags("imagenet_linear", imagenet_linear.Config)   # at import time
+  ...
+  cfg = from_flags("imagenet_linear", imagenet_linear.Config)  # after parsing
+
+The help text of each flag is the field's entry in the "Attributes:" section
+of the dataclass docstring. Flag types follow the field annotations: bool,
+int, float, str (``Optional[...]`` of those accepts "none"/"" for None), and
+anything else (tuples, dicts) is parsed as a Python literal. Only flags given
+on the command line or in a flagfile override the dataclass defaults, so a
+default changed in code is never shadowed by a stale flag default.
+"""
+
+import ast
+import dataclasses
+import re
+import typing
+from typing import Any, Dict, Optional, Type
+
+from absl import flags
+
+_NONE_WORDS = ("none", "null", "")
+
+
+def _attribute_docs(cls) -> Dict[str, str]:
+  """Field name -> its text in the docstring's "Attributes:" section."""
+  doc = cls.__doc__ or ""
+  match = re.search(r"^\s*Attributes:\s*$", doc, flags=re.MULTILINE)
+  if not match:
+    return {}
+  docs, current = {}, None
+  for line in doc[match.end():].splitlines():
+    if not line.strip():
+      continue
+    item = re.match(r"^\s{2,6}(\w+(?:\s*,\s*\w+)*)\s*:\s*(.*)$", line)
+    indent = len(line) - len(line.lstrip())
+    if item and (current is None or indent <= docs_indent):
+      names = [n.strip() for n in item.group(1).split(",")]
+      for name in names:
+        docs[name] = item.group(2).strip()
+      current, docs_indent = names, indent
+    elif current is not None and indent > docs_indent:
+      for name in current:
+        docs[name] = (docs[name] + " " + line.strip()).strip()
+    else:
+      break
+  return docs
+
+
+def _base_type(annotation):
+  """(type, optional) of a field annotation, e.g. Optional[int] -> (int, True)."""
+  if isinstance(annotation, str):
+    annotation = eval(annotation, vars(typing))  # pylint: disable=eval-used
+  origin = typing.get_origin(annotation)
+  if origin is typing.Union:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1:
+      return _base_type(args[0])[0], True
+    return object, True
+  return annotation, False
+
+
+def parse_value(text: str, annotation) -> Any:
+  """Parses a flag string as a value of a field's annotated type."""
+  kind, optional = _base_type(annotation)
+  if optional and text.strip().lower() in _NONE_WORDS:
+    return None
+  if kind is bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true or false, got {text!r}")
+  if kind is int:
+    return int(text)
+  if kind is float:
+    return float(text)
+  if kind is str:
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f"expected a Python literal, got {text!r}") from None
+  if typing.get_origin(kind) is tuple or kind is tuple:
+    value = tuple(value) if isinstance(value, (list, tuple)) else value
+  return value
+
+
+def flag_name(prefix: str, field: str) -> str:
+  return f"{prefix}.{field}"
+
+
+def define_flags(prefix: str, cls: Type, flag_values=flags.FLAGS) -> None:
+  """Defines ``--<prefix>.<field>`` string flags for every field of ``cls``."""
+  docs = _attribute_docs(cls)
+  for field in dataclasses.fields(cls):
+    name = flag_name(prefix, field.name)
+    if name in flag_values:
+      raise ValueError(f"Flag --{name} is defined twice.")
+    default = (field.default if field.default is not dataclasses.MISSING
+               else field.default_factory()  # pytype: disable=missing-parameter
+               if field.default_factory is not dataclasses.MISSING else None)
+    help_text = docs.get(field.name, "")
+    flags.DEFINE_string(name, None,
+                        f"{help_text} (default: {default!r})".strip(),
+                        flag_values=flag_values)
+
+
+def overrides_from_flags(prefix: str, cls: Type,
+                         flag_values=flags.FLAGS) -> Dict[str, Any]:
+  """Field -> parsed value, for the flags of ``cls`` that were set."""
+  hints = typing.get_type_hints(cls)
+  values = {}
+  for field in dataclasses.fields(cls):
+    name = flag_name(prefix, field.name)
+    flag = flag_values[name]
+    if flag.value is None:
+      continue
+    try:
+      values[field.name] = parse_value(flag.value, hints[field.name])
+    except ValueError as e:
+      raise ValueError(f"--{name}: {e}.") from None
+  return values
+
+
+def from_flags(prefix: str, cls: Type, base: Optional[Any] = None,
+               flag_values=flags.FLAGS):
+  """``cls`` (or ``base``) with the fields whose flags were set replaced."""
+  base = cls() if base is None else base
+  return dataclasses.replace(base, **overrides_from_flags(prefix, cls,
+                                                          flag_values))
+
+
+def as_dict(config) -> Dict[str, Any]:
+  """A JSON-friendly dict of a config dataclass (tuples become lists)."""
+  return dataclasses.asdict(config)

@@ -1,0 +1,79 @@
+"""config_flags: dataclass fields <-> absl flags, parsed by annotation."""
+
+import dataclasses
+from typing import Optional, Tuple
+
+from absl import flags
+import pytest
+
+from mtssl_tf import config_flags
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  """Options.
+
+  Attributes:
+    size: side of the input,
+      continued on a second line.
+    rate: the learning rate.
+    name: a name.
+    enabled: whether on.
+    path: an optional path.
+    units: a tuple of widths.
+  """
+  size: int = 96
+  rate: float = 0.1
+  name: str = "x"
+  enabled: bool = False
+  path: Optional[str] = None
+  units: Tuple[int, ...] = (1, 2)
+
+
+def _flag_values(argv):
+  values = flags.FlagValues()
+  config_flags.define_flags("toy", _Config, flag_values=values)
+  values(["prog"] + argv)
+  return values
+
+
+def test_help_text_from_attributes_section():
+  values = _flag_values([])
+  assert values["toy.size"].help.startswith(
+      "side of the input, continued on a second line.")
+  assert "(default: 96)" in values["toy.size"].help
+  assert values["toy.units"].help.startswith("a tuple of widths.")
+
+
+def test_unset_flags_keep_defaults():
+  assert config_flags.from_flags("toy", _Config,
+                                 flag_values=_flag_values([])) == _Config()
+
+
+def test_every_type_parses():
+  cfg = config_flags.from_flags(
+      "toy", _Config, flag_values=_flag_values(
+          ["--toy.size=64", "--toy.rate=3e-4", "--toy.name=abc",
+           "--toy.enabled=true", "--toy.path=/data", "--toy.units=[4,5,6]"]))
+  assert cfg == _Config(size=64, rate=3e-4, name="abc", enabled=True,
+                        path="/data", units=(4, 5, 6))
+  cfg = config_flags.from_flags("toy", _Config, base=cfg, flag_values=(
+      _flag_values(["--toy.path=none"])))
+  assert cfg.path is None and cfg.size == 64
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--toy.size=big"], "--toy.size"),
+    (["--toy.enabled=maybe"], "true or false"),
+    (["--toy.units=(1,"], "Python literal"),
+])
+def test_bad_values_name_the_flag(argv, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    config_flags.from_flags("toy", _Config, flag_values=_flag_values(argv))
+
+
+def test_duplicate_definition_refused():
+  values = flags.FlagValues()
+  config_flags.define_flags("toy", _Config, flag_values=values)
+  with pytest.raises(ValueError, match="defined twice"):
+    config_flags.define_flags("toy", _Config, flag_values=values)
