@@ -4,7 +4,9 @@ A module's options live in its frozen ``Config`` dataclass (a pretext task, an
 evaluation). Entry points turn every field into a flag named
 ``<prefix>.<field>`` (``--rp.patch_size=64``, ``--imagenet_linear.epochs=30``)
 so that options are settable on the command line or in flagfiles without
-being written a second time, and read them back into the dataclass:
+being written a second time, and read them back into the dataclass. A field
+whose type is itself a config dataclass (options shared by several modules,
+e.g. a labelled data set) becomes ``--<prefix>.<field>.<subfield>`` flags:
 
   define_flags("imagenet_linear", imagenet_linear.Config)   # at import time
   ...
@@ -98,11 +100,20 @@ def flag_name(prefix: str, field: str) -> str:
   return f"{prefix}.{field}"
 
 
+def _nested(cls, field):
+  kind = typing.get_type_hints(cls)[field.name]
+  return kind if dataclasses.is_dataclass(kind) else None
+
+
 def define_flags(prefix: str, cls: Type, flag_values=flags.FLAGS) -> None:
   """Defines ``--<prefix>.<field>`` string flags for every field of ``cls``."""
   docs = _attribute_docs(cls)
   for field in dataclasses.fields(cls):
     name = flag_name(prefix, field.name)
+    nested = _nested(cls, field)
+    if nested is not None:
+      define_flags(name, nested, flag_values=flag_values)
+      continue
     if name in flag_values:
       raise ValueError(f"Flag --{name} is defined twice.")
     default = (field.default if field.default is not dataclasses.MISSING
@@ -121,6 +132,12 @@ def overrides_from_flags(prefix: str, cls: Type,
   values = {}
   for field in dataclasses.fields(cls):
     name = flag_name(prefix, field.name)
+    nested = _nested(cls, field)
+    if nested is not None:
+      sub = overrides_from_flags(name, nested, flag_values)
+      if sub:
+        values[field.name] = sub
+      continue
     flag = flag_values[name]
     if flag.value is None:
       continue
@@ -135,8 +152,12 @@ def from_flags(prefix: str, cls: Type, base: Optional[Any] = None,
                flag_values=flags.FLAGS):
   """``cls`` (or ``base``) with the fields whose flags were set replaced."""
   base = cls() if base is None else base
-  return dataclasses.replace(base, **overrides_from_flags(prefix, cls,
-                                                          flag_values))
+  values = overrides_from_flags(prefix, cls, flag_values)
+  for field in dataclasses.fields(cls):
+    if field.name in values and _nested(cls, field) is not None:
+      values[field.name] = dataclasses.replace(getattr(base, field.name),
+                                               **values[field.name])
+  return dataclasses.replace(base, **values)
 
 
 def as_dict(config) -> Dict[str, Any]:

@@ -30,6 +30,37 @@ class _Config:
   units: Tuple[int, ...] = (1, 2)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Data:
+  """Shared data options.
+
+  Attributes:
+    path: where the data is.
+  """
+  path: str = "builtin"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer:
+  """An evaluation's options.
+
+  Attributes:
+    steps: steps to train.
+    data: the data set.
+  """
+  steps: int = 5
+  data: _Data = _Data()
+
+
+def test_nested_dataclass_fields_become_dotted_flags():
+  values = flags.FlagValues()
+  config_flags.define_flags("ev", _Outer, flag_values=values)
+  values(["prog", "--ev.data.path=/data/x"])
+  assert values["ev.data.path"].help.startswith("where the data is.")
+  cfg = config_flags.from_flags("ev", _Outer, flag_values=values)
+  assert cfg == _Outer(steps=5, data=_Data(path="/data/x"))
+
+
 def _flag_values(argv):
   values = flags.FlagValues()
   config_flags.define_flags("toy", _Config, flag_values=values)
