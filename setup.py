@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     # dependency) 4.9.x imports importlib_resources when it prepares or loads
     # a builder, but declares it only for Python < 3.9.
     "importlib_resources>=6",
+    # NYU Depth v2 (evaluation/nyu_depth.py): the labelled file is MATLAB
+    # v7.3 = HDF5 (h5py), the official splits.mat is MATLAB v5 (scipy.io).
+    "h5py>=3.8",
+    "scipy>=1.10",
 ]
 
 TEST_REQUIRES = [
