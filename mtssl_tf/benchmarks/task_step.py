@@ -1,14 +1,15 @@
 """The multi-task training step on cached batches, for timing.
 
-Built from the pieces of the training loop (``training/loop.py``): a
-``MultiTaskNetwork``, each task's loss plus the network's regularisation, the
-gradient with respect to ``network.task_variables(task)``, and that task's
-``SlimRMSProp`` update (skipped when the loss is not finite, as the loop
-does). One cycle updates every task once, in order, as one global step of the
-loop on one replica. The speed options are applied as the loop applies them
-(``training/speed.py``): the network is built under the precision policy,
-XLA compiles each task's forward + backward, and ``steps_per_call`` cycles
-run inside one ``tf.function`` call.
+The step is the training loop's own update, ``training/step.py``'s
+``TaskStep``: a ``MultiTaskNetwork``, each task's loss plus the network's
+regularisation (and its metrics), the gradient with respect to
+``network.task_variables(task)``, and that task's ``SlimRMSProp`` update
+(skipped when the loss is not finite). One cycle updates every task once, in
+order, as one global step of the loop on one replica. The speed options are
+applied as the loop applies them (``training/speed.py``): the network is
+built under the precision policy, XLA compiles each task's forward +
+backward, and ``steps_per_call`` cycles are unrolled inside one
+``tf.function`` call by ``step.run_cycles``, as in the loop.
 
 Inputs are cached: one batch per task is drawn from the task's real
 ``make_dataset`` pipeline and kept as constant tensors, so step time measures
@@ -22,7 +23,9 @@ import tensorflow as tf
 from mtssl_tf import config as config_lib
 from mtssl_tf.models import multitask
 from mtssl_tf.training import optimizers
+from mtssl_tf.training import replicas
 from mtssl_tf.training import speed
+from mtssl_tf.training import step as step_lib
 
 
 def cached_batches(tasks: Mapping[str, object], batch_size: int,
@@ -76,34 +79,21 @@ def build_task_steps(trunk_config: config_lib.TrunkConfig,
           for t in tasks}
   for t, opt in opts.items():
     opt.build(network.task_variables(t))
-
-  def task_grads(t, images, labels):
-    grads, _, _, total = network.forward_backward(t, images, labels)
-    return grads, total
-
-  grad_fns = {t: tf.function(lambda x, y, t=t: task_grads(t, x, y),
-                             jit_compile=True) if jit_compile else
-              (lambda x, y, t=t: task_grads(t, x, y)) for t in tasks}
-
-  def cycle(group):
-    total = tf.constant(0.0)
-    for t in group:
-      grads, loss = grad_fns[t](*batches[t])
-      apply = lambda t=t, grads=grads: opts[t].apply_gradients(  # noqa: E731
-          zip(grads, network.task_variables(t)))
-      tf.cond(tf.math.is_finite(loss), apply, tf.no_op)
-      total += loss
-    return total
+  # The loop's own update (training/step.py) on one replica that computes
+  # every task of the group; batches are cached constants.
+  task_step = step_lib.TaskStep(network, opts, lambda t: batches[t],
+                                jit_compile=jit_compile)
+  strategy = tf.distribute.get_strategy()
 
   def make_step(group):
+    plan = replicas.plan_replicas(group, 1)
+
     @tf.function
     def call():
-      if steps_per_call == 1:
-        return cycle(group)
-      total = tf.constant(0.0)
-      for _ in tf.range(steps_per_call):
-        total = cycle(group)
-      return total
+      logs = step_lib.run_cycles(
+          lambda active: task_step.cycle(active, strategy, plan),
+          [tuple(group)], steps_per_call)
+      return tf.add_n([logs[-1][0][t]["total_loss"] for t in group])
 
     def step():
       return float(call().numpy())

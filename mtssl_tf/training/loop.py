@@ -4,13 +4,12 @@ One global step is one cycle: every task makes ``steps_per_cycle`` updates.
 Within an update, each replica computes only the tasks the replica plan gives
 it (``replicas.py``): it reads its own batch of that task, runs trunk + head,
 and takes the gradient of that task's loss with respect to the variables of
-that task (trunk, its lasso row, its head). Gradients are summed over all
-replicas (replicas of other tasks contribute zeros) and divided by the task's
-group size, i.e. averaged over the task's own group, then applied by the
-task's own RMSProp. So the trunk carries one set of RMSProp slots per task and
-a head is only ever touched by its task. On one host the tasks advance in
-lockstep; each task's update is still its own computation (``_task_grads`` and
-``_apply_task``), which is what running tasks on separate hosts needs.
+that task (trunk, its lasso row, its head). Each task's gradients are averaged
+over the task's own group and applied by the task's own RMSProp. So the trunk
+carries one set of RMSProp slots per task and a head is only ever touched by
+its task. The update itself is written once in ``training/step.py``
+(``TaskStep``), shared with the benchmark and the parameter-server mode; on
+one host (or under MultiWorkerMirroredStrategy) the tasks advance in lockstep.
 
 Speed options (``training/speed.py``, all off by default): the network is
 built under ``cfg.mixed_precision``; ``cfg.jit_compile`` XLA-compiles each
@@ -38,6 +37,7 @@ from mtssl_tf.training import checkpointing
 from mtssl_tf.training import optimizers as optimizers_lib
 from mtssl_tf.training import replicas
 from mtssl_tf.training import speed
+from mtssl_tf.training import step as step_lib
 from mtssl_tf.training import summaries
 
 
@@ -54,15 +54,6 @@ class TrainResult:
   last_logs: Dict[str, Dict[str, float]]
   skipped: Dict[str, Dict[str, int]]
   loss_history: Dict[str, list]  # task -> loss of every global step run
-
-
-def _log_keys(task, head, labels_spec) -> Tuple[str, ...]:
-  """Names of ``task.metrics`` outputs, found by tracing (no computation)."""
-  outputs_spec = tf.nest.map_structure(
-      lambda t: tf.TensorSpec(t.shape, t.dtype), head.output)
-  traced = tf.function(task.metrics).get_concrete_function(
-      labels_spec, outputs_spec)
-  return tuple(sorted(traced.structured_outputs))
 
 
 def _num_workers(strategy) -> int:
@@ -149,8 +140,6 @@ def train(trunk_config: config_lib.TrunkConfig,
     for t in names:
       opts[t].build(network.task_variables(t))
     state = checkpointing.RunState(names)
-  log_keys = {t: _log_keys(tasks[t], network.heads[t],
-                           datasets[t].element_spec[1]) for t in names}
 
   # ---- Checkpoint: restore or initialise -----------------------------------
   ckpt = tf.train.Checkpoint(trunk=network.trunk, heads=network.heads,
@@ -173,76 +162,11 @@ def train(trunk_config: config_lib.TrunkConfig,
     slim_conversion.restore_trunk(network.trunk, cfg.init_checkpoint)
     log(f"Initialised the trunk from {cfg.init_checkpoint}")
 
-  # ---- Step ----------------------------------------------------------------
-  sync_head_stats = strategy.num_replicas_in_sync > 1
-
-  def _task_grads(t, rid):
-    """Gradients, logs and head statistics of task t on replica rid.
-
-    Replicas outside t's group contribute zeros. Head batch-norm moving
-    statistics are sync-on-read variables that only t's replicas update;
-    they are returned so that every replica can be given the group's mean
-    (otherwise reading them would average in replicas that never saw t).
-    """
-    variables = network.task_variables(t)
-    head_stats = network.heads[t].non_trainable_variables
-    if t not in plan.tasks_of_replica[rid]:
-      zeros = {k: tf.constant(0.0) for k in log_keys[t]}
-      zeros.update(loss=tf.constant(0.0), total_loss=tf.constant(0.0),
-                   examples=tf.constant(0.0))
-      stats = ([tf.zeros(v.shape, v.dtype) for v in head_stats]
-               if sync_head_stats else [])
-      return [tf.zeros_like(v) for v in variables], zeros, stats
-    images, labels = next(iterators[t])
-    grads, logs = forward_backward[t](images, labels)
-    stats = ([tf.identity(v) for v in head_stats] if sync_head_stats
-             else [])
-    return grads, logs, stats
-
-  def _forward_backward(t, images, labels):
-    grads, outputs, loss, total = network.forward_backward(t, images, labels)
-    logs = {k: tf.cast(v, tf.float32)
-            for k, v in tasks[t].metrics(labels, outputs).items()}
-    logs.update(loss=loss, total_loss=total,
-                examples=tf.cast(tf.shape(images)[0], tf.float32))
-    return grads, logs
-
-  forward_backward = {
-      t: (tf.function(lambda x, y, t=t: _forward_backward(t, x, y),
-                      jit_compile=True) if cfg.jit_compile else
-          (lambda x, y, t=t: _forward_backward(t, x, y))) for t in names}
-
-  def _replica_step(active):
-    ctx = tf.distribute.get_replica_context()
-    rid = tf.get_static_value(ctx.replica_id_in_sync_group)
-    results = {t: _task_grads(t, rid) for t in active}
-    if strategy.num_replicas_in_sync > 1:
-      results = ctx.all_reduce(tf.distribute.ReduceOp.SUM, results)
-    return results
-
-  def _apply_task(t, grads, logs, stats):
-    """Averages over t's group and applies t's RMSProp unless non-finite."""
-    n = float(plan.group_size(t))
-    grads = [g / n for g in grads]
-    for variable, value in zip(network.heads[t].non_trainable_variables,
-                               stats):
-      variable.assign(value / n)  # every replica gets the group's mean
-    finite = tf.math.is_finite(logs["total_loss"])
-    apply = lambda: opts[t].apply_gradients(  # noqa: E731
-        zip(grads, network.task_variables(t)))
-    tf.cond(finite, apply, tf.no_op)
-    state.task_steps[t].assign_add(tf.cast(finite, tf.int64))
-    averaged = {k: v / n for k, v in logs.items() if k != "examples"}
-    averaged["examples"] = logs["examples"]
-    return averaged
-
-  def _step(active):
-    per_replica = strategy.run(_replica_step, args=(active,))
-    results = {t: tf.nest.map_structure(
-        lambda v: strategy.experimental_local_results(v)[0], per_replica[t])
-               for t in active}
-    return {t: _apply_task(t, *results[t]) for t in active}
-
+  # ---- Step (training/step.py) ---------------------------------------------
+  task_step = step_lib.TaskStep(
+      network, opts, lambda t: next(iterators[t]), task_steps=state.task_steps,
+      jit_compile=cfg.jit_compile,
+      label_specs={t: datasets[t].element_spec[1] for t in names})
   cycle_length = max(cfg.steps_per_cycle_of(t) for t in names)
   cycle = [tuple(t for t in names if cfg.steps_per_cycle_of(t) > i)
            for i in range(cycle_length)]
@@ -250,8 +174,8 @@ def train(trunk_config: config_lib.TrunkConfig,
 
   def run_steps(n):
     if n not in call_fns:
-      call_fns[n] = tf.function(
-          lambda: [[_step(active) for active in cycle] for _ in range(n)])
+      call_fns[n] = tf.function(lambda: step_lib.run_cycles(
+          lambda active: task_step.cycle(active, strategy, plan), cycle, n))
     return call_fns[n]()
   costs = {t: cfg.step_cost_of(t) for t in names}
 
