@@ -16,9 +16,17 @@ Slots live in dicts keyed by the variable's path (e.g.
 ``optimizers/<task>/ms/<path>`` and ``optimizers/<task>/mom/<path>``
 (``/`` is escaped as ``.S`` in checkpoint keys).
 
+Each variable is updated by one fused kernel, TF's ``ResourceApplyRMSProp``
+(the kernel behind TF1's RMSPropOptimizer: the formula above, with the
+division written ``lr * g / sqrt(ms + eps)``), instead of ~9 separate
+elementwise ops and their temporaries; on rp's 95M parameters that took the
+update from 0.40 to 0.15 s per step on the project's 2-core CPU (issue 16).
+tests/training/optimizers_test.py checks it against the formula written out.
+
 Updates are applied in cross-replica context (the training loop all-reduces
 the gradients first); slots are created under the strategy scope so they are
-mirrored like the variables they belong to.
+mirrored like the variables they belong to, and every copy is updated through
+``strategy.extended.update`` (one kernel per device copy).
 """
 
 from typing import Dict, Iterable, List, Sequence, Tuple
@@ -74,23 +82,50 @@ class SlimRMSProp(tf.Module):
   def slot_names(self) -> List[str]:
     return sorted(self.ms)
 
-  def apply_gradients(
-      self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]):
-    """Applies one update (cross-replica context, or no strategy)."""
-    ops = []
+  def _slots_of(self, grads_and_vars):
+    """``[(grad, var, ms, mom)]`` of the non-None gradients."""
+    out = []
     for grad, var in grads_and_vars:
       if grad is None:
         continue
       key = variable_path(var)
       if key not in self.ms:
         raise ValueError(f"{self.name} was not built for variable {key!r}.")
-      ms, mom = self.ms[key], self.mom[key]
-      grad = tf.convert_to_tensor(grad)
-      new_ms = self.decay * ms + (1.0 - self.decay) * tf.square(grad)
-      new_mom = self.momentum * mom + self.learning_rate * grad * tf.math.rsqrt(
-          new_ms + self.epsilon)
-      ops.append(ms.assign(new_ms))
-      ops.append(mom.assign(new_mom))
-      ops.append(var.assign_sub(new_mom))
+      out.append((tf.convert_to_tensor(grad), var, self.ms[key],
+                  self.mom[key]))
+    return out
+
+  def apply_gradients(
+      self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]):
+    """Applies one update (cross-replica context, or no strategy)."""
+    ops = []
+    for grad, var, ms, mom in self._slots_of(grads_and_vars):
+      # A mirrored variable is updated on each device with that device's
+      # copies of var, ms and mom (extended.update selects them). The
+      # variable's own strategy is used: the caller need not be in its scope.
+      ops.append(_strategy_of(var).extended.update(
+          var, self._apply_one, args=(grad, ms, mom), group=True))
     ops.append(self.iterations.assign_add(1))
     return tf.group(ops)
+
+  def _apply_one(self, var, grad, ms, mom):
+    dtype = var.dtype.base_dtype
+    return tf.raw_ops.ResourceApplyRMSProp(
+        var=_handle(var), ms=_handle(ms), mom=_handle(mom),
+        lr=tf.constant(self.learning_rate, dtype),
+        rho=tf.constant(self.decay, dtype),
+        momentum=tf.constant(self.momentum, dtype),
+        epsilon=tf.constant(self.epsilon, dtype),
+        grad=tf.cast(grad, dtype), use_locking=False)
+
+
+def _strategy_of(variable) -> tf.distribute.Strategy:
+  inner = getattr(variable, "_variable", variable)  # tf_keras AutoCast
+  if isinstance(inner, tf.distribute.DistributedValues):
+    return inner.distribute_strategy
+  return tf.distribute.get_strategy()
+
+
+def _handle(variable):
+  """The resource handle of a (possibly tf_keras AutoCast-wrapped) variable."""
+  return getattr(variable, "_variable", variable).handle

@@ -43,3 +43,55 @@ def test_unbuilt_variable_and_duplicate_names_fail():
     opt.apply_gradients([(tf.ones([1]), tf.Variable([0.0], name="x"))])
   with pytest.raises(ValueError, match="not unique"):
     opt.build([tf.Variable([0.0], name="y"), tf.Variable([1.0], name="y")])
+
+
+def _reference_rmsprop(variables, grads_per_step, lr, decay, momentum, eps):
+  """TF1 RMSPropOptimizer written out in numpy (float64), ms starting at 1."""
+  values = [np.array(v, np.float64) for v in variables]
+  ms = [np.ones_like(v) for v in values]
+  mom = [np.zeros_like(v) for v in values]
+  for grads in grads_per_step:
+    for i, g in enumerate(grads):
+      g = np.array(g, np.float64)
+      ms[i] = decay * ms[i] + (1 - decay) * g ** 2
+      mom[i] = momentum * mom[i] + lr * g / np.sqrt(ms[i] + eps)
+      values[i] = values[i] - mom[i]
+  return values, ms, mom
+
+
+def test_fused_update_matches_the_formula_on_random_tensors():
+  rng = np.random.default_rng(3)
+  shapes = [(3, 3, 4, 5), (7,), (11, 13), (1, 1, 6, 2)]
+  initial = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  variables = [tf.Variable(v, name=f"head/v{i}")
+               for i, v in enumerate(initial)]
+  # Non-default hyper-parameters so that every one of them matters.
+  opt = optimizers.SlimRMSProp(0.03, decay=0.8, momentum=0.7, epsilon=0.5)
+  opt.build(variables)
+  steps = [[(5.0 * rng.normal(size=s)).astype(np.float32) for s in shapes]
+           for _ in range(4)]
+
+  @tf.function
+  def apply(grads):
+    opt.apply_gradients(zip(grads, variables))
+  for grads in steps:
+    apply([tf.constant(g) for g in grads])
+  values, ms, mom = _reference_rmsprop(initial, steps, 0.03, 0.8, 0.7, 0.5)
+  for i, v in enumerate(variables):
+    key = f"head/v{i}"
+    np.testing.assert_allclose(v.numpy(), values[i], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(opt.ms[key].numpy(), ms[i], rtol=1e-6)
+    np.testing.assert_allclose(opt.mom[key].numpy(), mom[i], rtol=1e-6,
+                               atol=1e-7)
+  assert int(opt.iterations.numpy()) == 4
+
+
+def test_none_gradients_leave_their_variable_and_slots_alone():
+  a = tf.Variable([1.0, 2.0], name="a")
+  b = tf.Variable([3.0], name="b")
+  opt = optimizers.SlimRMSProp(0.1)
+  opt.build([a, b])
+  opt.apply_gradients([(None, a), (tf.constant([1.0]), b)])
+  np.testing.assert_array_equal(a.numpy(), [1.0, 2.0])
+  np.testing.assert_array_equal(opt.ms["a"].numpy(), [1.0, 1.0])
+  assert b.numpy()[0] != 3.0
