@@ -15,9 +15,9 @@ usual "multiply-adds x 2" convention:
 That is, every affine layer is counted and nothing else. It reproduces the
 figures of SPEC.md for the ResNet-v2-101 trunk up to block 3 at output stride
 8: 57.6 GFLOP at 256x256, 8.1 at 96x96, 67.5 at 240x320, 44.1 at 224x224
-(per image). A kernel tap that only ever sees SAME padding (the 3x3 conv of a
-"fully-connected" residual unit on a 1x1 map) is counted, as the machine
-computes it. LassoCombine (2 * units * elements, 0.1% of the trunk) is not
+(per image). Every counted FLOP is useful: the "fully-connected" residual
+units of rp are built with 1x1 convs (``models/heads.py``), so no kernel tap
+that only ever sees padding is counted. LassoCombine (2 * units * elements, 0.1% of the trunk) is not
 counted.
 
 A training step costs about ``TRAINING_MULTIPLIER`` = 3 forward passes (the

@@ -8,9 +8,26 @@ bottleneck units,
   out  512 / bottleneck 128 / stride 2   -> [3, 3, 512]
 
 and flatten that to 4608 numbers per patch. rp continues with
-"fully-connected" residual units: ``resnet_v2.bottleneck_unit`` applied to a
-``[N, 1, 1, C]`` tensor (its 3x3 conv then only sees its centre tap), which is
-what the paper calls a convolutional residual unit of spatial size 1x1.
+"fully-connected" residual units (``fc_residual_unit``): a ResNet-v2
+bottleneck unit on a 1x1 map, which is what the paper calls fully connected.
+On a 1x1 map a 3x3 "same" conv only ever uses its centre tap, so the unit's
+bottleneck conv is built 1x1: a 3x3 one would hold 8 x 512 x 512
+never-trained weights per unit, 6.3M over rp's three units, each with two
+RMSProp slots (issue 16).
+
+Parameter counts at the paper's widths (trainable, including batch norm's
+scale and offset), checked by tests/models/heads_test.py:
+
+  per-patch unit 1 (1024 -> 1024, identity shortcut)       413,184
+  per-patch unit 2 (1024 -> 512, projection shortcut)      871,936
+  exemplar head (the two per-patch units)                1,285,120
+  fc unit 9216 -> 4608, bottleneck 512 (projection)     49,837,056
+  fc unit 4608 -> 4608, bottleneck 512 (identity)        4,996,608
+  relative-position head                                61,161,480
+    (patch units, fc units 9216 -> 4608 -> 4608 -> 4608, postnorm and
+    8-way logits)
+
+(the 3x3-conv form held 67,452,936 for rp).
 
 All widths are arguments (``PATCH_UNITS`` is the paper's setting) so tests
 build tiny heads. Regularisation follows the trunk (TF-Slim
@@ -49,16 +66,62 @@ def patch_units(x, units: Sequence[Tuple[int, int, int]] = PATCH_UNITS,
   return x
 
 
+def _conv1x1(filters, name, weight_decay, use_bias, scale=2.0):
+  return tf_keras.layers.Conv2D(
+      filters, 1, use_bias=use_bias,
+      kernel_initializer=tf_keras.initializers.VarianceScaling(
+          scale=scale, mode="fan_in", distribution="truncated_normal"),
+      kernel_regularizer=(tf_keras.regularizers.l2(0.5 * weight_decay)
+                          if weight_decay else None), name=name)
+
+
+def _batch_norm(name):
+  return tf_keras.layers.BatchNormalization(momentum=0.997, epsilon=1e-5,
+                                            name=name)
+
+
 def fc_residual_unit(x, depth: int, depth_bottleneck: int, name: str,
                      weight_decay: float = 1e-4):
   """A "fully-connected" residual unit: ``[N, C_in]`` -> ``[N, depth]``.
 
-  When ``depth != C_in`` the shortcut is a learned linear projection (TF-Slim's
-  1x1-conv shortcut on the pre-activation), otherwise the identity.
+  ``resnet_v2.bottleneck_unit`` on the ``[N, 1, 1, C_in]`` map, with its 3x3
+  bottleneck conv replaced by the 1x1 conv that is its centre tap (the only
+  tap a 1x1 map reaches; same layer names and regularisation):
+
+    preact   = ReLU(BN(x))
+    shortcut = x if depth == C_in, else conv1x1(preact) + b_s (TF-Slim's
+               projection shortcut on the pre-activation)
+    residual = ReLU(BN(conv1x1(preact))) -> ReLU(BN(conv1x1(.))) ->
+               conv1x1(.) + b_3
+    output   = shortcut + residual
+
+  The map stays 4-D so batch norm is the same (fused) op as in the trunk,
+  with the same moving statistics (a 2-D batch norm would update the
+  moving variance without Bessel's correction). The middle conv is
+  initialised as the 3x3 conv's centre tap was (He truncated normal with a
+  3x3 fan-in, 9 x depth_bottleneck), so training starts from the same
+  distribution. Parameters: ``C_in * b + b * b + b * depth + depth`` weights
+  and biases, ``2 * (C_in + 2 * b)`` batch-norm scales and offsets, plus
+  ``C_in * depth + depth`` for a projection (b = depth_bottleneck).
   """
-  x = tf_keras.layers.Reshape((1, 1, x.shape[-1]), name=name + "/to_1x1")(x)
-  x = resnet_v2.bottleneck_unit(x, depth, depth_bottleneck, 1, name=name,
-                                weight_decay=weight_decay)
+  depth_in = x.shape[-1]
+  x = tf_keras.layers.Reshape((1, 1, depth_in), name=name + "/to_1x1")(x)
+  preact = _batch_norm(name + "/preact")(x)
+  preact = tf_keras.layers.ReLU(name=name + "/preact_relu")(preact)
+  if depth == depth_in:
+    shortcut = x
+  else:
+    shortcut = _conv1x1(depth, name + "/shortcut", weight_decay, True)(preact)
+  residual = _conv1x1(depth_bottleneck, name + "/conv1", weight_decay,
+                      False)(preact)
+  residual = _batch_norm(name + "/conv1/BatchNorm")(residual)
+  residual = tf_keras.layers.ReLU(name=name + "/conv1_relu")(residual)
+  residual = _conv1x1(depth_bottleneck, name + "/conv2", weight_decay, False,
+                      scale=2.0 / 9.0)(residual)
+  residual = _batch_norm(name + "/conv2/BatchNorm")(residual)
+  residual = tf_keras.layers.ReLU(name=name + "/conv2_relu")(residual)
+  residual = _conv1x1(depth, name + "/conv3", weight_decay, True)(residual)
+  x = tf_keras.layers.Add(name=name + "/add")([shortcut, residual])
   return tf_keras.layers.Flatten(name=name + "/flatten")(x)
 
 
