@@ -130,7 +130,8 @@ class TaskStep:
       The group-averaged logs (``examples`` stays the group's total).
     """
     n = float(group_size)
-    grads = [g / n for g in grads]
+    if group_size != 1:  # a group of one needs no average (and no 95M-
+      grads = [g / n for g in grads]  # value division per rp step).
     for variable, value in zip(self.network.heads[t].non_trainable_variables,
                                stats):
       variable.assign(value / n)  # every replica gets the group's mean
