@@ -89,7 +89,8 @@ class TrainConfig:
     init_checkpoint: converted trunk checkpoint to start from (optional).
     jit_compile, mixed_precision, intra_op_threads, inter_op_threads,
       steps_per_call: speed options, off by default (training/speed.py):
-      XLA for each task's forward + backward; "float32" or a tf_keras
+      XLA for each task's forward + backward; "auto" (bf16 only where the
+      hardware has native bf16 matmul), "float32" or a tf_keras
       mixed-precision policy ("mixed_bfloat16"); TensorFlow thread pools
       (0 = default); global steps per tf.function call.
   """
@@ -119,7 +120,7 @@ class TrainConfig:
   seed: int = 0
   init_checkpoint: Optional[str] = None
   jit_compile: bool = False
-  mixed_precision: str = "float32"
+  mixed_precision: str = "auto"
   intra_op_threads: int = 0
   inter_op_threads: int = 0
   steps_per_call: int = 1

@@ -128,12 +128,14 @@ _JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", False, "XLA-compile each task's forward + backward. On "
     "CPUs TF's default oneDNN kernels are usually faster; for GPUs/TPUs.")
 _MIXED_PRECISION = flags.DEFINE_enum(
-    "mixed_precision", "float32",
-    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "mixed_precision", "auto",
+    ["auto", "float32", "mixed_bfloat16", "mixed_float16"],
     "Layer compute precision (variables, slots and losses stay float32). "
-    "mixed_bfloat16 is a large speed-up on CPUs with AVX512_BF16/AMX and on "
-    "TPUs/recent GPUs; mixed_float16 has no loss scaling here (GPU only, at "
-    "your own risk).")
+    "auto: mixed_bfloat16 where the hardware multiplies bf16 natively "
+    "(CPU flag amx_bf16/avx512_bf16, TPU, GPU with compute capability >= "
+    "8.0), else float32. mixed_bfloat16 elsewhere is emulated and slower "
+    "(a warning says so); mixed_float16 has no loss scaling here (GPU only, "
+    "at your own risk).")
 _INTRA_OP_THREADS = flags.DEFINE_integer(
     "intra_op_threads", 0, "Threads inside one op (0: TensorFlow's default, "
     "one per core).")

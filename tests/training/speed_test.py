@@ -40,6 +40,52 @@ def test_precision_policy_is_scoped_and_checked():
     speed.check_precision("bfloat16")
 
 
+def test_auto_precision_picks_bf16_only_where_native(monkeypatch):
+  assert speed.resolve_precision("auto", flags={"avx2", "fma"},
+                                 accelerator=False) == "float32"
+  for flag in ("amx_bf16", "avx512_bf16"):
+    assert speed.resolve_precision("auto", flags={"avx512f", flag},
+                                   accelerator=False) == "mixed_bfloat16"
+  assert speed.resolve_precision("auto", flags=set(),
+                                 accelerator=True) == "mixed_bfloat16"
+  # Explicit choices are kept whatever the hardware.
+  assert speed.resolve_precision("float32", flags={"amx_bf16"},
+                                 accelerator=True) == "float32"
+  assert speed.resolve_precision("mixed_float16", flags=set(),
+                                 accelerator=False) == "mixed_float16"
+  # The defaults read this machine: patch what it reports.
+  monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+  monkeypatch.setattr(speed, "_accelerator_has_bf16", lambda: False)
+  with speed.precision_policy("auto"):
+    assert tf_keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx512f"}))
+  with speed.precision_policy("auto"):
+    assert tf_keras.mixed_precision.global_policy().name == "float32"
+  assert tf_keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_explicit_bf16_without_native_units_warns(monkeypatch):
+  warnings = []
+  monkeypatch.setattr(speed.logging, "warning",
+                      lambda fmt, *args: warnings.append(fmt % args))
+  assert speed.resolve_precision("mixed_bfloat16", flags={"avx512f"},
+                                 accelerator=False) == "mixed_bfloat16"
+  assert len(warnings) == 1
+  assert "SLOWER than float32" in warnings[0] and "2.5x" in warnings[0]
+  speed.resolve_precision("mixed_bfloat16", flags={"avx512_bf16"},
+                          accelerator=False)
+  assert len(warnings) == 1  # native: no warning
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text("processor\t: 0\nmodel name\t: X\n"
+                     "flags\t\t: fpu sse avx512f amx_bf16 amx_tile\n\n")
+  assert speed.cpu_flags(str(cpuinfo)) == {"fpu", "sse", "avx512f",
+                                           "amx_bf16", "amx_tile"}
+  assert speed.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
 def test_threads_are_checked_and_cannot_change_after_start():
   with pytest.raises(ValueError, match=">= 0"):
     speed.configure_threads(-1, 0)
