@@ -2,9 +2,11 @@ r"""Makes motion-segmentation TFRecords (for the ms task) from videos.
 
 Paper §2: every ``--frame_stride``-th frame of each video, resized to
 240x320 (centre crop to 4:3), with the mask of the pixels whose dense track
-over the next 10 frames is not explained by the camera's motion
-(``mtssl_tf/data/motion_masks.py``: DIS optical flow, forward-backward
-checked tracks, a RANSAC homography per frame pair, morphological clean-up).
+over the 10 frames around it (5 before, 5 after; ``--label_frame``) is not
+explained by the camera's motion (``mtssl_tf/data/motion_masks.py``: DIS
+optical flow, forward-backward checked tracks, a RANSAC homography per frame
+pair, a deviation test on each whole track, morphological clean-up). The
+first 5 and last 5 frames of a video get no label.
 
   python -m tools.make_motion_masks --videos=/data/soundnet \
       --output_dir=/data/ms_records --workers=2
@@ -60,12 +62,16 @@ _FLOW = flags.DEFINE_enum("flow", "dis", list(motion_masks.FLOW_METHODS),
 _TRACK_LENGTH = flags.DEFINE_integer(
     "track_length", 10, "Frames a point is tracked over (paper: 10).",
     lower_bound=1)
-_RESIDUAL = flags.DEFINE_float(
-    "residual_threshold", 0.5, "Camera-compensated motion (px/frame at "
-    "240x320) above which a track moves.", lower_bound=0.0)
-_MOVING_FRACTION = flags.DEFINE_float(
-    "min_moving_fraction", 0.8, "Share of its steps a track must move in "
-    "to be foreground.", lower_bound=0.0, upper_bound=1.0)
+_LABEL_FRAME = flags.DEFINE_enum(
+    "label_frame", "middle", list(motion_masks.LABEL_FRAMES),
+    "Frame of each window the mask belongs to: the middle one (tracks run "
+    "both ways, no halo along the motion) or the first (forward only).")
+_MIN_DEVIATION = flags.DEFINE_float(
+    "min_deviation", 1.0, "Camera-compensated displacement (px at 240x320, "
+    "accumulated along a track) above which a track moves.", lower_bound=0.0)
+_NOISE_FACTOR = flags.DEFINE_float(
+    "noise_factor", 4.0, "A track must also move more than this times the "
+    "camera model's residual (times sqrt(steps)).", lower_bound=0.0)
 
 
 def main(argv):
@@ -80,8 +86,9 @@ def main(argv):
                        for e in _EXTENSIONS.value),
       masks=motion_masks.MotionMaskConfig(
           track_length=_TRACK_LENGTH.value, flow=_FLOW.value,
-          residual_threshold=_RESIDUAL.value,
-          min_moving_fraction=_MOVING_FRACTION.value))
+          label_frame=_LABEL_FRAME.value,
+          min_deviation=_MIN_DEVIATION.value,
+          noise_factor=_NOISE_FACTOR.value))
   try:
     manifest = motion_records.run(config)
   except (OSError, ValueError) as e:

@@ -89,8 +89,10 @@ def _check_size(width, height, max_pixels):
 def labelled_frames(frames, frame_stride, config, max_records=0):
   """Motion masks of every ``frame_stride``-th frame of a frame stream.
 
-  Frame ``i`` is labelled from the window ``i .. i + track_length``, so the
-  last ``track_length`` frames of a video get no label of their own.
+  The window ``i .. i + track_length`` (i = 0, s, 2s, ...) labels its frame
+  ``i + config.label_index`` (the middle one by default), so the first
+  ``label_index`` and last ``track_length - label_index`` frames of a video
+  get no label of their own.
 
   Args:
     frames: iterable of RGB uint8 [240, 320, 3] (e.g. ``read_frames``).
@@ -99,7 +101,7 @@ def labelled_frames(frames, frame_stride, config, max_records=0):
     max_records: stop after this many labelled windows (0: no limit).
 
   Yields:
-    ``(index, frame, mask)``; mask is uint8 [240, 320] 0/255, or None when
+    ``(index, frame, mask)`` of the labelled frame; mask is uint8 [240, 320] 0/255, or None when
     the window has no camera model (e.g. a shot cut).
 
   Raises:
@@ -131,7 +133,8 @@ def labelled_frames(frames, frame_stride, config, max_records=0):
     mask = motion_masks.mask_from_flows(np.stack([p[0] for p in pairs]),
                                         np.stack([p[1] for p in pairs]),
                                         config)
-    yield first, window[0][1], mask
+    anchor = config.label_index
+    yield first + anchor, window[anchor][1], mask
     labelled += 1
     if max_records and labelled >= max_records:
       return

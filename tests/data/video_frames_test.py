@@ -48,16 +48,16 @@ def test_bad_videos(tmp_path):
 def test_labelled_frames_reuses_flow_and_matches_single_windows():
   video = synthetic_video.generate_video(num_frames=18, seed=5)
   labelled = list(video_frames.labelled_frames(video.frames, 4, CONFIG))
-  # Frame i needs frames i..i+10 (indices <= 17): 0 and 4 only.
-  assert [index for index, _, _ in labelled] == [0, 4]
+  # Windows 0..10 and 4..14 (indices <= 17) label their middle frames.
+  assert [index for index, _, _ in labelled] == [5, 9]
   for index, frame, mask in labelled:
     np.testing.assert_array_equal(frame, video.frames[index])
     np.testing.assert_array_equal(
-        mask, motion_masks.motion_mask(video.frames[index:index + 11],
+        mask, motion_masks.motion_mask(video.frames[index - 5:index + 6],
                                        CONFIG))
   first = list(video_frames.labelled_frames(video.frames, 1, CONFIG,
                                             max_records=2))
-  assert [index for index, _, _ in first] == [0, 1]
+  assert [index for index, _, _ in first] == [5, 6]
 
 
 def test_short_streams():
