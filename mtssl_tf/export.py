@@ -11,7 +11,10 @@ The SavedModel is written through a ``tf.Module`` with explicit signatures
   lasso_<task>     (lasso runs only) uint8 images -> {"representation": the
                    task's LassoCombine of the block-3 units}
 
-``serving_default`` is ``features``. Standalone use::
+``serving_default`` is ``features``. ``mtssl_tf_run.json`` beside
+``saved_model.pb`` records the trunk configuration (as the training run's
+run.json), so that ``python -m mtssl_tf.evaluate --saved_model=...`` can
+rebuild a trainable trunk from the export. Standalone use::
 
   python -m mtssl_tf.export --checkpoint=runs/rp_col --export_dir=/tmp/sm
 
@@ -37,6 +40,9 @@ from mtssl_tf.models import resnet_v2
 from mtssl_tf.tasks import base
 from mtssl_tf.training import checkpointing
 
+# Beside saved_model.pb: the trunk configuration (run.json's fields).
+RUN_FILE = "mtssl_tf_run.json"
+
 
 def _output_name(endpoint: str) -> str:
   return endpoint.replace("/", "_")
@@ -46,11 +52,15 @@ class FeatureModule(tf.Module):
   """Serving module: trunk endpoints and per-task lasso representations."""
 
   def __init__(self, trunk: tf_keras.Model, unit_names,
-               lasso: Optional[Mapping[str, lasso_lib.LassoCombine]] = None):
+               lasso: Optional[Mapping[str, lasso_lib.LassoCombine]] = None,
+               run_info: Optional[dict] = None):
     super().__init__(name="mtssl_features")
     self.trunk = trunk
     self.unit_names = list(unit_names)
     self.lasso = dict(lasso or {})
+    # What trunk this is (run.json's fields), written beside the SavedModel as
+    # RUN_FILE so that evaluations can rebuild a trainable trunk from it.
+    self._run_info = dict(run_info or {})
 
   def _endpoints(self, images):
     endpoints = self.trunk(images, training=False)
@@ -99,6 +109,9 @@ def export(module: FeatureModule, export_dir: str) -> str:
     raise ValueError(f"Cannot write the export to {export_dir!r}: {e}") from None
   try:
     tf.saved_model.save(module, tmp, signatures=module.signatures())
+    if module._run_info:  # pylint: disable=protected-access
+      with open(os.path.join(tmp, RUN_FILE), "w", encoding="utf-8") as f:
+        json.dump(module._run_info, f, indent=2, sort_keys=True)  # pylint: disable=protected-access
     if os.path.exists(export_dir):
       shutil.rmtree(export_dir)
     os.replace(tmp, export_dir)
@@ -109,7 +122,10 @@ def export(module: FeatureModule, export_dir: str) -> str:
 
 def module_from_network(network) -> FeatureModule:
   """A FeatureModule sharing the variables of a MultiTaskNetwork."""
-  return FeatureModule(network.trunk, network.unit_names, network.lasso)
+  info = checkpointing.run_info(network.task_names, network.trunk_config,
+                                bool(network.lasso))
+  return FeatureModule(network.trunk, network.unit_names, network.lasso,
+                       run_info=info)
 
 
 def _resolve_checkpoint(path: str):
@@ -146,7 +162,7 @@ def module_from_checkpoint(path: str) -> FeatureModule:
       lasso[task] = layer
   status = tf.train.Checkpoint(trunk=trunk, lasso=lasso).read(prefix)
   status.expect_partial().assert_existing_objects_matched()
-  return FeatureModule(trunk, units, lasso)
+  return FeatureModule(trunk, units, lasso, run_info=info)
 
 
 def main(argv=None):
