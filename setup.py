@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     # v7.3 = HDF5 (h5py), the official splits.mat is MATLAB v5 (scipy.io).
     "h5py>=3.8",
     "scipy>=1.10",
+    # VOC07 linear SVMs and low-shot (evaluation/voc07_svm.py): LinearSVC and
+    # cross-validation, as Goyal et al. 2019's benchmark and VISSL use.
+    "scikit-learn>=1.3",
 ]
 
 TEST_REQUIRES = [
