@@ -1,4 +1,4 @@
-"""Image sources shared by the image tasks (rp, col, ex), and skip counting.
+"""Image sources shared by the image tasks (rp, col, ex) and the evaluations.
 
 ``ImageSource(data_config).dataset(seed)`` yields decoded uint8 ``[H, W, 3]``
 RGB images of any size, shuffled and repeated forever. Tasks crop, resize and
@@ -6,8 +6,9 @@ augment them. ``DataConfig.source`` selects where they come from:
 
   "builtin"   the colour photos shipped in scikit-image (``sample_data.py``),
               loaded once at start-up; no download.
-  "folder"    every *.jpg/*.jpeg/*.png/*.bmp/*.gif (any letter case) below
-              ``path``, recursively.
+  "folder"    every *.jpg/*.jpeg/*.png/*.bmp/*.gif/*.webp (any letter case)
+              below ``path``, recursively. Other files are listed once as
+              "unsupported_format" skips (so every file is used or listed).
   "tfrecord"  image records (``tfrecord_format.IMAGE_FEATURES``) in the files
               matching the glob ``path``.
   "tfds"      the TFDS data set ``tfds_name`` (split ``tfds_split``) in
@@ -15,111 +16,77 @@ augment them. ``DataConfig.source`` selects where they come from:
               data set is prepared from the manually downloaded files (e.g.
               ImageNet). Its first ``tfds.features.Image`` feature is used.
 
-Bad inputs never stop training: corrupt or truncated files ("undecodable"),
-records without an ``image/encoded`` bytes feature ("bad_record") and images
-with no pixels ("empty") are dropped and counted in ``ImageSource.skipped``.
-Grayscale, RGBA, CMYK, 16-bit and animated images are converted (see
-``decode.py``). A source that is unusable as a whole fails at construction
-with a ValueError naming the path: a missing path, no candidate files, or none
-of the first ``PROBE_CANDIDATES`` candidates decodes.
+Bad inputs never stop training; they are dropped and counted per distinct
+file in ``ImageSource.skipped`` (a ``skipping.SkipCounter``; the training
+loop writes the list to ``skipped_inputs.json`` in the model dir), with the
+reasons ``IMAGE_SKIP_REASONS``: corrupt or truncated files ("undecodable"),
+records without an ``image/encoded`` bytes feature ("bad_record"), images
+with no pixels ("empty"), images over ``decode.MAX_PIXELS`` ("too_large") or
+``decode.MAX_ASPECT`` ("degenerate_aspect"), TFRecord shards with an
+unreadable tail ("bad_shard": their readable records are used), and folder
+files of other formats ("unsupported_format"). Grayscale, RGBA, CMYK, 16-bit
+and animated images are converted (see ``decode.py``). A source that is
+unusable as a whole fails at construction with a ValueError naming the path:
+a missing path, no candidate files, or none of the first
+``PROBE_CANDIDATES`` candidates decodes.
 
 Shuffling happens before decoding (file names, or encoded records in a buffer
 of ``shuffle_buffer``) so that the buffer holds small encoded bytes, not
 decoded images. The whole per-example path is TF graph ops with AUTOTUNE
 parallelism.
 
-``SkipCounter`` is a set of int64 ``tf.Variable`` counters, one per reason,
-incremented from inside tf.data functions and readable from Python at any
-time. Other pipelines (e.g. motion segmentation) make their own with their own
-reasons and use ``decode.map_or_skip`` / ``SkipCounter.keep``. Create it (and
-the datasets using it) outside any tf.distribute strategy scope.
+Evaluation loaders: ``ImageSource.named_dataset(training=False)`` reads
+every input once, in a fixed order (files sorted; records in shard order),
+as ``(name, image)`` pairs, with the same skipping. Loaders that need other
+record fields use the two building blocks directly:
+``skipping.read_tfrecords(files, counter)`` (``(name, record)`` of every
+readable record, bad shards counted) and ``decode.decode_images(named,
+counter)`` (bounded decoding with skip counting).
 """
 
+import collections
 import glob
 import os
-from typing import Dict, Optional, Sequence
+from typing import Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import decode
 from mtssl_tf.data import sample_data
+from mtssl_tf.data import skipping
 from mtssl_tf.data import tfrecord_format
 
 AUTOTUNE = tf.data.AUTOTUNE
 SOURCES = ("builtin", "folder", "tfrecord", "tfds")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-IMAGE_SKIP_REASONS = ("undecodable", "bad_record", "empty")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_SKIP_REASONS = ("bad_record", "bad_shard", "unsupported_format"
+                      ) + decode.DECODE_SKIP_REASONS
 # How many candidate files/records the start-up check tries before declaring a
 # source unusable.
 PROBE_CANDIDATES = 64
+# Re-exported: the counter and the shard reader are shared by all pipelines.
+SkipCounter = skipping.SkipCounter
+read_tfrecords_skipping = skipping.read_tfrecords
 
 
-class SkipCounter:
-  """Counts skipped inputs by reason; readable from Python during training.
-
-  Args:
-    reasons: the reasons this counter accepts (e.g. ``IMAGE_SKIP_REASONS``).
-
-  Graph side (inside ``Dataset.map``/``filter`` functions, or eagerly):
-    ``count(reason, n=1)`` adds n; ``keep(ok, reason)`` counts one skip when
-    the scalar bool ``ok`` is False and returns ``ok`` (a ``filter``
-    predicate).
-  Python side: ``as_dict()`` -> ``{reason: int}``, ``total()`` -> int.
-  """
-
-  def __init__(self, reasons: Sequence[str] = IMAGE_SKIP_REASONS):
-    if not reasons or len(set(reasons)) != len(reasons):
-      raise ValueError(
-          f"SkipCounter needs a non-empty list of distinct reasons, got "
-          f"{list(reasons)!r}.")
-    self._reasons = tuple(reasons)
-    with tf.init_scope(), tf.device("/cpu:0"):
-      self._counts = {
-          reason: tf.Variable(0, dtype=tf.int64, trainable=False,
-                              name=f"skipped_{reason}")
-          for reason in self._reasons}
-
-  @property
-  def reasons(self):
-    return self._reasons
-
-  def check_reason(self, reason: str) -> None:
-    if reason not in self._counts:
-      raise ValueError(
-          f"Unknown skip reason {reason!r}; this counter accepts "
-          f"{list(self._reasons)}.")
-
-  def count(self, reason: str, n=1):
-    """Adds ``n`` (int or scalar tensor) skips of ``reason``; returns the op."""
-    self.check_reason(reason)
-    return self._counts[reason].assign_add(tf.cast(n, tf.int64))
-
-  def keep(self, ok, reason: str):
-    """Counts one ``reason`` skip if ``ok`` is False; returns ``ok``."""
-    ok = tf.convert_to_tensor(ok, tf.bool)
-    update = self.count(reason, tf.cast(tf.logical_not(ok), tf.int64))
-    with tf.control_dependencies([update]):
-      return tf.identity(ok)
-
-  def as_dict(self) -> Dict[str, int]:
-    return {reason: int(v.numpy()) for reason, v in self._counts.items()}
-
-  def total(self) -> int:
-    return sum(self.as_dict().values())
-
-  def __repr__(self):
-    return f"SkipCounter({self.as_dict()})"
-
-
-def _find_images(folder: str):
-  paths = []
+def find_images(folder: str):
+  """``(image paths, other paths)`` below ``folder``, both sorted."""
+  paths, others = [], []
   for root, _, files in os.walk(folder, followlinks=True):
     for name in files:
-      if name.lower().endswith(IMAGE_EXTENSIONS):
-        paths.append(os.path.join(root, name))
-  return sorted(paths)
+      path = os.path.join(root, name)
+      (paths if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(
+          path)
+  return sorted(paths), sorted(others)
+
+
+def _unsupported_summary(others):
+  by_extension = collections.Counter(
+      os.path.splitext(p)[1].lower() or "(none)" for p in others)
+  return ", ".join(f"{n} {e}" for e, n in by_extension.most_common())
 
 
 def _lenient_image_record(serialized):
@@ -146,6 +113,8 @@ class ImageSource:
   Args:
     data: where the images come from.
     shuffle_buffer: encoded records held for shuffling ("tfrecord", "tfds").
+    max_pixels, max_aspect: larger or more elongated images are skipped
+      ("too_large", "degenerate_aspect"; see ``decode.py``).
 
   Attributes:
     skipped: the ``SkipCounter`` of this source's dropped inputs
@@ -156,13 +125,17 @@ class ImageSource:
       or a source none of whose first candidates is usable.
   """
 
-  def __init__(self, data: config_lib.DataConfig, shuffle_buffer: int = 1024):
+  def __init__(self, data: config_lib.DataConfig, shuffle_buffer: int = 1024,
+               max_pixels: int = decode.MAX_PIXELS,
+               max_aspect: float = decode.MAX_ASPECT):
     if data.source not in SOURCES:
       raise ValueError(
           f"Unknown data source {data.source!r}; accepted sources are "
           f"{list(SOURCES)}.")
     self.data = data
     self.shuffle_buffer = shuffle_buffer
+    self.max_pixels = max_pixels
+    self.max_aspect = max_aspect
     self.skipped = SkipCounter(IMAGE_SKIP_REASONS)
     self._photos = None
     self._files = None
@@ -188,11 +161,20 @@ class ImageSource:
     if not os.path.isdir(path):
       raise ValueError(
           f"Image folder {path!r} does not exist or is not a directory.")
-    self._files = _find_images(path)
+    self._files, others = find_images(path)
     if not self._files:
       raise ValueError(
           f"Image folder {path!r} contains no image files (searched "
           f"recursively for extensions {list(IMAGE_EXTENSIONS)}, any case).")
+    for other in others:
+      self.skipped.count(
+          "unsupported_format", 1, other,
+          f"not one of the image extensions {', '.join(IMAGE_EXTENSIONS)}")
+    if others:
+      logging.warning(
+          "Image folder %r: %d image files; %d other files are not used "
+          "(%s), listed as unsupported_format skips.", path,
+          len(self._files), len(others), _unsupported_summary(others))
 
   def _init_tfrecord(self):
     path = self._require_path()
@@ -243,13 +225,15 @@ class ImageSource:
     """Raises unless one of the first PROBE_CANDIDATES inputs decodes."""
     probe = SkipCounter(IMAGE_SKIP_REASONS)
     encoded = self._encoded(probe, seed=None, training=False)
-    images = self._decoded(encoded.take(PROBE_CANDIDATES), probe)
+    images = self._decoded(encoded.take(PROBE_CANDIDATES), probe, True)
     for _ in images.take(1):
       return
     raise ValueError(
         f"The {self._describe()} is unusable: none of its first "
-        f"{PROBE_CANDIDATES} inputs is a decodable image (skipped: "
-        f"{probe.as_dict()}). Supported: JPEG, PNG, BMP, GIF"
+        f"{PROBE_CANDIDATES} inputs is a usable image (skipped: "
+        f"{_nonzero(probe.as_dict())}; e.g. {probe.items()[:3]}). Supported: "
+        f"JPEG, PNG, BMP, GIF, WebP up to {decode.MAX_PIXELS} pixels and "
+        f"aspect ratio {decode.MAX_ASPECT:g}"
         + (f" in records with a bytes feature "
            f"{tfrecord_format.IMAGE_ENCODED!r}."
            if self.data.source == "tfrecord" else "."))
@@ -257,49 +241,46 @@ class ImageSource:
   # ---- the pipeline ---------------------------------------------------------
 
   def _encoded(self, counter, seed, training):
-    """Encoded image bytes (file names for "folder"); shuffled and repeated
-    when ``training``."""
+    """``(name, encoded image bytes)`` (file paths for "folder"); shuffled and
+    repeated when ``training``, else one pass in a fixed order."""
     source = self.data.source
     if source == "folder":
       files = tf.data.Dataset.from_tensor_slices(self._files)
       if training:
         files = files.shuffle(len(self._files), seed=seed,
                               reshuffle_each_iteration=True).repeat()
-      return files  # file names: _decoded reads them inside the skip guard.
+      # File names: _decoded reads them inside the skip guard.
+      return files.map(lambda path: (path, path))
     if source == "tfrecord":
-      files = tf.data.Dataset.from_tensor_slices(self._files)
-      if training:
-        files = files.shuffle(len(self._files), seed=seed,
-                              reshuffle_each_iteration=True).repeat()
-      records = files.interleave(
-          tf.data.TFRecordDataset, cycle_length=min(len(self._files), 8),
-          num_parallel_calls=AUTOTUNE, deterministic=not training)
+      records = skipping.read_tfrecords(
+          self._files, counter, shuffle_seed=seed, repeat=training)
       if training:
         records = records.shuffle(self.shuffle_buffer, seed=seed)
-      encoded = decode.map_or_skip(records, _lenient_image_record, counter,
-                                   "bad_record")
-      return encoded.filter(
-          lambda e: counter.keep(tf.strings.length(e) > 0, "bad_record"))
+      encoded = decode.map_or_skip(
+          records, lambda name, record: (name, _lenient_image_record(record)),
+          counter, "bad_record", deterministic=not training,
+          name_fn=lambda name, record: name)
+      return encoded.filter(lambda name, e: counter.keep(
+          tf.strings.length(e) > 0, "bad_record", name,
+          f"no {tfrecord_format.IMAGE_ENCODED!r} bytes feature"))
     if source == "tfds":
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       key = self._tfds_image_key
       examples = self._tfds_builder.as_dataset(
           split=self.data.tfds_split, shuffle_files=training,
           decoders={key: tfds.decode.SkipDecoding()},
-          read_config=tfds.ReadConfig(shuffle_seed=seed))
-      encoded = examples.map(lambda ex: ex[key])
+          read_config=tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=True))
+      encoded = examples.map(lambda ex: (ex["tfds_id"], ex[key]))
       if training:
         encoded = encoded.repeat().shuffle(self.shuffle_buffer, seed=seed)
       return encoded
     raise ValueError(f"Source {source!r} has no encoded form.")
 
-  def _decoded(self, encoded, counter):
-    decode_fn = decode.decode_rgb
-    if self.data.source == "folder":
-      decode_fn = lambda path: decode.decode_rgb(tf.io.read_file(path))
-    images = decode.map_or_skip(encoded, decode_fn, counter, "undecodable")
-    return images.filter(
-        lambda image: counter.keep(tf.size(image) > 0, "empty"))
+  def _decoded(self, encoded, counter, deterministic=False):
+    return decode.decode_images(
+        encoded, counter, read_files=self.data.source == "folder",
+        max_pixels=self.max_pixels, max_aspect=self.max_aspect,
+        deterministic=deterministic)
 
   def _builtin_dataset(self, seed):
     flat = tf.RaggedTensor.from_row_lengths(
@@ -316,5 +297,22 @@ class ImageSource:
     """Decoded uint8 ``[H, W, 3]`` RGB images, shuffled, repeated forever."""
     if self.data.source == "builtin":
       return self._builtin_dataset(seed)
-    encoded = self._encoded(self.skipped, seed, training=True)
-    return self._decoded(encoded, self.skipped)
+    return self.named_dataset(seed).map(lambda name, image: image)
+
+  def named_dataset(self, seed: Optional[int] = None,
+                    training: bool = True) -> tf.data.Dataset:
+    """``(name, uint8 [H, W, 3])``: the input's name (file path,
+    ``shard#record`` or TFDS id) and its image.
+
+    ``training``: shuffled and repeated forever; else every input once in a
+    fixed order (evaluation). Skips are counted in ``self.skipped``.
+    """
+    if self.data.source == "builtin":
+      raise ValueError("The builtin source has no named inputs; use "
+                       "dataset().")
+    encoded = self._encoded(self.skipped, seed, training=training)
+    return self._decoded(encoded, self.skipped, deterministic=not training)
+
+
+def _nonzero(counts):
+  return {k: v for k, v in counts.items() if v}

@@ -20,7 +20,9 @@ first records, with a pointer to ``tools/make_motion_masks.py``). Bad records
 are dropped and counted in ``Task.skipped`` (reasons ``SKIP_REASONS``):
 "bad_record" (not an Example, or missing/empty frame or mask bytes),
 "undecodable" (a PNG that does not decode), "wrong_size" (frame not 240x320,
-or mask not the frame's size).
+or mask not the frame's size), "bad_shard" (a truncated or corrupt shard:
+its readable records are used; ``skipping.read_tfrecords``). Counts are of
+distinct records/shards; ``Task.skipped.items()`` lists them.
 
 Labels: the mask is binarised at 128, then each 8x8 block becomes foreground
 when at least half of its pixels are (area average >= 0.5). Augmentation:
@@ -48,6 +50,7 @@ import tf_keras
 
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import decode
+from mtssl_tf.data import skipping
 from mtssl_tf.data import sources
 from mtssl_tf.data import synthetic_video
 from mtssl_tf.data import tfrecord_format
@@ -57,7 +60,7 @@ from mtssl_tf.tasks import base
 NAME = "ms"
 AUTOTUNE = tf.data.AUTOTUNE
 SOURCES = ("builtin", "folder", "tfrecord")
-SKIP_REASONS = ("bad_record", "undecodable", "wrong_size")
+SKIP_REASONS = ("bad_record", "undecodable", "wrong_size", "bad_shard")
 # Records read at start-up to check that a source holds motion records.
 PROBE_RECORDS = 16
 _FRAME_SHAPE = (tfrecord_format.FRAME_HEIGHT, tfrecord_format.FRAME_WIDTH)
@@ -230,23 +233,25 @@ class Task:
                            reshuffle_each_iteration=True).repeat(repeat_count)
     files = _find_record_files(data)
     _check_motion_records(files, data.source)
-    file_names = tf.data.Dataset.from_tensor_slices(files).shuffle(
-        len(files), seed=seed, reshuffle_each_iteration=True).repeat(
-            repeat_count)
-    records = file_names.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-        num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
+    skipped = self.skipped
+    records = skipping.read_tfrecords(
+        files, skipped, shuffle_seed=seed, repeat=repeat,
+        deterministic=seed is not None)
     records = records.shuffle(self.config.shuffle_buffer, seed=seed)
-    encoded = decode.map_or_skip(records, _lenient_parse, self.skipped,
-                                 "bad_record")
-    encoded = encoded.filter(lambda frame, mask: self.skipped.keep(
-        _has_frame_and_mask(frame, mask), "bad_record"))
-    pairs = decode.map_or_skip(encoded, _decode_pair, self.skipped,
-                               "undecodable")
-    pairs = pairs.filter(
-        lambda frame, mask: self.skipped.keep(_right_size(frame, mask),
-                                              "wrong_size"))
-    return pairs.map(lambda frame, mask: (
+    by_name = lambda name, *_: name  # pylint: disable=g-long-lambda
+    encoded = decode.map_or_skip(
+        records, lambda name, record: (name,) + _lenient_parse(record),
+        skipped, "bad_record", name_fn=by_name)
+    encoded = encoded.filter(lambda name, frame, mask: skipped.keep(
+        _has_frame_and_mask(frame, mask), "bad_record", name,
+        "missing frame or mask bytes"))
+    pairs = decode.map_or_skip(
+        encoded, lambda name, frame, mask: (name,) + _decode_pair(frame, mask),
+        skipped, "undecodable", name_fn=by_name)
+    pairs = pairs.filter(lambda name, frame, mask: skipped.keep(
+        _right_size(frame, mask), "wrong_size", name,
+        f"frame or mask not {_FRAME_SHAPE[0]}x{_FRAME_SHAPE[1]}"))
+    return pairs.map(lambda name, frame, mask: (
         tf.ensure_shape(frame, _FRAME_SHAPE + (3,)),
         tf.ensure_shape(mask, _FRAME_SHAPE + (1,))))
 

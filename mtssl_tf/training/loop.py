@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import config as config_lib
+from mtssl_tf.data import skipping
 from mtssl_tf.models import multitask
 from mtssl_tf.models import slim_conversion
 from mtssl_tf.training import checkpointing
@@ -232,6 +233,11 @@ def train(trunk_config: config_lib.TrunkConfig,
     saved_step[0] = int(state.global_step.numpy())
     policy.saved(saved_step[0], float(state.cost.numpy()))
     log(f"Saved {path} ({reason})")
+    if chief and skipping.write_report(  # the bad inputs, one list per run
+        os.path.join(cfg.model_dir, skipping.REPORT),
+        {t: getattr(tasks[t], "skipped", None) for t in names}):
+      log(f"Skipped inputs (distinct, by reason): {skipped_counts()}; listed "
+          f"in {skipping.REPORT}")
     return path
 
   # ---- Loop ----------------------------------------------------------------

@@ -131,11 +131,18 @@ def test_folder_source_decodes_good_and_counts_bad(tmp_path):
              for i in images)
   shapes = {i.shape for i in images}
   assert {(24, 32, 3), (20, 30, 3), (10, 12, 3), (2, 3, 3)} <= shapes
-  # Every pass over the 9 files skips the 2 bad ones; 21 good images take
-  # at least 3 passes (less the ones in flight).
+  # Every pass over the 9 files meets the 2 bad ones; 21 good images take
+  # at least 3 passes (less the ones in flight): events repeat, files not.
+  assert source.skipped.events()["undecodable"] >= 4
   skipped = source.skipped.as_dict()
-  assert skipped["undecodable"] >= 4 and skipped["bad_record"] == 0
-  assert source.skipped.total() == skipped["undecodable"]
+  assert skipped["undecodable"] == 2 and skipped["bad_record"] == 0
+  assert skipped["unsupported_format"] == 1
+  assert source.skipped.total() == 3
+  assert [(os.path.basename(i["item"]), i["reason"])
+          for i in source.skipped.items()] == [
+              ("garbage.png", "undecodable"), ("notes.txt",
+                                               "unsupported_format"),
+              ("truncated.jpg", "undecodable")]
 
 
 def test_folder_missing_empty_and_junk_fail_at_start_up(tmp_path):
@@ -277,3 +284,144 @@ def test_tfds_errors_name_the_problem(tmp_path):
         tfds_split="validation"))
   with pytest.raises(ValueError, match="needs tfds_name"):
     sources.ImageSource(config.DataConfig("tfds"))
+
+
+# ---- damaged shards, size bounds, WebP, evaluation order ---------------------
+
+def _damage(path, keep_fraction=None, flip_at=None):
+  data = bytearray(open(path, "rb").read())
+  if flip_at is not None:
+    data[flip_at] ^= 0xFF
+  if keep_fraction is not None:
+    data = data[:int(len(data) * keep_fraction)]
+  with open(path, "wb") as f:
+    f.write(bytes(data))
+
+
+def _jpeg_records(path, values):
+  """One 8x8 JPEG record per value (a flat grey image of that value)."""
+  _write_records(path, [tfrecord_format.image_example(
+      _encode(Image.fromarray(np.full((8, 8, 3), v, np.uint8)), "JPEG"),
+      "jpeg", f"{v}.jpg") for v in values])
+
+
+def test_tfrecord_source_reads_past_truncated_and_corrupt_shards(tmp_path):
+  """Before: a DataLossError at the first bad shard stopped training."""
+  _jpeg_records(str(tmp_path / "a-good.tfrecord"), [10, 20, 30])
+  _jpeg_records(str(tmp_path / "b-trunc.tfrecord"), [110, 120, 130])
+  _jpeg_records(str(tmp_path / "c-corrupt.tfrecord"), [210, 220, 230])
+  with open(tmp_path / "d-not-records.tfrecord", "wb") as f:
+    f.write(b"\xff" * 40)
+  _damage(str(tmp_path / "b-trunc.tfrecord"), keep_fraction=0.5)
+  size = os.path.getsize(tmp_path / "c-corrupt.tfrecord")
+  _damage(str(tmp_path / "c-corrupt.tfrecord"), flip_at=size * 2 // 3)
+  source = sources.ImageSource(config.DataConfig(
+      "tfrecord", str(tmp_path / "*.tfrecord")), shuffle_buffer=4)
+  once = [(n.decode(), int(round(i.mean()))) for n, i in
+          source.named_dataset(training=False).as_numpy_iterator()]
+  names = sorted(os.path.basename(n) for n, _ in once)
+  assert names == ["a-good.tfrecord#0", "a-good.tfrecord#1",
+                   "a-good.tfrecord#2", "b-trunc.tfrecord#0",
+                   "c-corrupt.tfrecord#0", "c-corrupt.tfrecord#1"]
+  assert sorted(v for _, v in once) == [10, 20, 30, 110, 210, 220]
+  bad = {os.path.basename(i["item"]): i for i in source.skipped.items()}
+  assert sorted(bad) == ["b-trunc.tfrecord", "c-corrupt.tfrecord",
+                         "d-not-records.tfrecord"]
+  assert bad["b-trunc.tfrecord"]["reason"] == "bad_shard"
+  assert bad["b-trunc.tfrecord"]["detail"].startswith("read 1 records")
+  assert bad["d-not-records.tfrecord"]["detail"].startswith(
+      "read 0 records (0 of 40 bytes)")
+  # Training: many passes; the good records keep coming, shards count once.
+  values = {int(round(i.mean())) for i in _take(source.dataset(seed=0), 60)}
+  assert values == {10, 20, 30, 110, 210, 220}
+  assert source.skipped.as_dict()["bad_shard"] == 3
+  assert source.skipped.events()["bad_shard"] >= 6
+
+
+def test_tfrecord_source_of_only_truncated_shards_works(tmp_path):
+  for i in range(2):
+    path = str(tmp_path / f"t{i}.tfrecord")
+    _jpeg_records(path, [50 + i, 60 + i, 70 + i])
+    _damage(path, keep_fraction=0.8)  # 2 of 3 records readable
+  source = sources.ImageSource(config.DataConfig(
+      "tfrecord", str(tmp_path / "*.tfrecord")))
+  values = {int(round(i.mean())) for i in _take(source.dataset(seed=0), 40)}
+  assert values == {50, 51, 60, 61}
+  assert source.skipped.as_dict()["bad_shard"] == 2
+
+
+def _png_header(width, height, body=b"garbage, never decoded"):
+  """A PNG signature and IHDR claiming ``width x height``."""
+  ihdr = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+          + bytes([8, 2, 0, 0, 0]))
+  return (b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + ihdr
+          + b"\0" * 4 + body)
+
+
+@pytest.mark.parametrize("fmt,kwargs,mode", [
+    ("JPEG", {}, "RGB"), ("PNG", {}, "L"), ("GIF", {}, "RGB"),
+    ("BMP", {}, "RGB"), ("WEBP", {}, "RGB"), ("WEBP", {"lossless": True},
+                                              "RGBA"),
+    ("WEBP", {"exif": b"Exif\0\0x"}, "RGB")])
+def test_header_shape_matches_pillow(fmt, kwargs, mode):
+  image = Image.fromarray(_rgb(37, 91)).convert(mode)
+  data = _encode(image, fmt, **kwargs)
+  assert list(decode.header_shape(data).numpy()) == [37, 91]
+  assert list(tf.function(decode.header_shape)(
+      tf.constant(data)).numpy()) == [37, 91]
+  assert list(decode.header_shape(b"II*\0 tiff").numpy()) == [-1, -1]
+
+
+def test_extreme_images_are_skipped_with_a_reason_before_decoding(tmp_path):
+  """Before: a 2x1000 strip became a 254x127000 float tensor in rp."""
+  files = {
+      "ok.png": _encode(Image.fromarray(_rgb(20, 30)), "PNG"),
+      "strip.png": _encode(Image.fromarray(_rgb(2, 1000)), "PNG"),
+      "tall.webp": _encode(Image.fromarray(_rgb(300, 12)), "WEBP"),
+      # Headers only: decoding them would fail ("undecodable"), so these
+      # reasons show that the header was checked first.
+      "huge.png": _png_header(60000, 60000),
+      "banner.png": _png_header(8000, 1),
+  }
+  _write(str(tmp_path), files)
+  source = sources.ImageSource(config.DataConfig("folder", str(tmp_path)))
+  shapes = [i.shape for i in _take(source.dataset(seed=0), 4)]
+  assert shapes == [(20, 30, 3)] * 4
+  reasons = {os.path.basename(i["item"]): (i["reason"], i["detail"])
+             for i in source.skipped.items()}
+  assert reasons == {
+      "strip.png": ("degenerate_aspect",
+                    "1000x2 (width x height): aspect ratio > 10"),
+      "tall.webp": ("degenerate_aspect",
+                    "12x300 (width x height): aspect ratio > 10"),
+      "huge.png": ("too_large",
+                   "60000x60000 (width x height) > 50000000 pixels"),
+      "banner.png": ("degenerate_aspect",
+                     "8000x1 (width x height): aspect ratio > 10")}
+  assert decode.size_problem(2, 1000).startswith("degenerate_aspect")
+  assert decode.size_problem(8000, 8000).startswith("too_large")
+  assert decode.size_problem(6000, 8000) is None
+
+
+def test_folder_source_uses_webp(tmp_path):
+  """Before: *.webp files were neither used nor reported."""
+  _write(str(tmp_path), {
+      "a.webp": _encode(Image.fromarray(_rgb(10, 14)), "WEBP",
+                        lossless=True),
+      "b.jpg": _encode(Image.fromarray(_rgb(20, 30)), "JPEG")})
+  source = sources.ImageSource(config.DataConfig("folder", str(tmp_path)))
+  named = dict(source.named_dataset(training=False).as_numpy_iterator())
+  webp = named[str(tmp_path / "a.webp").encode()]
+  np.testing.assert_array_equal(webp, _rgb(10, 14))
+  assert len(named) == 2 and source.skipped.total() == 0
+
+
+def test_named_dataset_reads_each_input_once_in_order(tmp_path):
+  _jpeg_records(str(tmp_path / "a.tfrecord"), [10, 20])
+  _jpeg_records(str(tmp_path / "b.tfrecord"), [30, 40, 50])
+  source = sources.ImageSource(config.DataConfig(
+      "tfrecord", str(tmp_path / "*.tfrecord")))
+  names = [os.path.basename(n.decode()) for n, _ in
+           source.named_dataset(training=False).as_numpy_iterator()]
+  assert names == ["a.tfrecord#0", "b.tfrecord#0", "a.tfrecord#1",
+                   "b.tfrecord#1", "b.tfrecord#2"]

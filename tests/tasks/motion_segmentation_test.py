@@ -1,6 +1,7 @@
 """Tests of the motion segmentation task: labels, loss, metrics, data."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -155,7 +156,7 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
   pairs = list(task.pairs(data, seed=0, repeat=False))
   assert len(pairs) == 2
   assert task.skipped.as_dict() == {"bad_record": 3, "undecodable": 1,
-                                    "wrong_size": 2}
+                                    "wrong_size": 2, "bad_shard": 0}
   # The training pipeline keeps going past them.
   images, _ = _check_batch(task.make_dataset(data, 2, seed=0))
   assert task.skipped.total() > 0
@@ -163,6 +164,37 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
     assert any(np.allclose(image, f / 255 * 2 - 1, atol=1e-6) or
                np.allclose(image, f[:, ::-1] / 255 * 2 - 1, atol=1e-6)
                for f in frames)
+
+
+def test_damaged_shards_are_skipped_and_the_rest_is_read(tmp_path):
+  """A truncated and a corrupted shard: their readable records and the good
+  shard's are used; each bad shard is counted once, with its path."""
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (9, H, W, 3)).astype(np.uint8)
+  masks = np.zeros((9, H, W, 1), np.uint8)
+  for name, part in (("good", 0), ("trunc", 1), ("corrupt", 2)):
+    _motion_records(tmp_path / f"{name}.tfrecord", frames[3 * part:][:3],
+                    masks[:3])
+  data = (tmp_path / "trunc.tfrecord").read_bytes()
+  record = len(data) // 3
+  (tmp_path / "trunc.tfrecord").write_bytes(data[:record + record // 2])
+  data = bytearray((tmp_path / "corrupt.tfrecord").read_bytes())
+  data[2 * record + 100] ^= 0xFF   # inside the third record: CRC mismatch
+  (tmp_path / "corrupt.tfrecord").write_bytes(bytes(data))
+  task = ms.Task(TINY)
+  config = config_lib.DataConfig(source="folder", path=str(tmp_path))
+  pairs = list(task.pairs(config, seed=0, repeat=False))
+  got = sorted(int(np.argmax([np.array_equal(f, p[0].numpy())
+                              for f in frames])) for p in pairs)
+  assert got == [0, 1, 2, 3, 6, 7]
+  assert task.skipped.as_dict() == {"bad_record": 0, "undecodable": 0,
+                                    "wrong_size": 0, "bad_shard": 2}
+  assert sorted(os.path.basename(i["item"]) for i in task.skipped.items()) == [
+      "corrupt.tfrecord", "trunc.tfrecord"]
+  # Training reads on past them, pass after pass; shards count once.
+  _check_batch(task.make_dataset(config, 8, seed=0), batch=8)
+  assert task.skipped.as_dict()["bad_shard"] == 2
+  assert task.skipped.events()["bad_shard"] >= 2
 
 
 def test_unusable_sources_fail_at_start_up(tmp_path):
