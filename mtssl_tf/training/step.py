@@ -10,8 +10,8 @@ The training loop (``training/loop.py``), the benchmark
     ``network.task_variables(t)`` (trunk, t's lasso row, t's head) and logs;
   * ``replica_result(t, rid, plan)``: what replica ``rid`` contributes to t's
     update: its batch's gradients, or zeros when it is outside t's group;
-  * ``reduce`` (in ``cycle``): each task's contributions summed over the
-    replicas of that task's group only (see ``cycle``);
+  * ``cycle``: each task's contributions summed over the replicas of that
+    task's own group only (no other task's zeros exchanged on one host);
   * ``apply(t, ...)``: the group average applied by t's own RMSProp, skipped
     when the loss is not finite, and t's step counter advanced.
 
@@ -62,6 +62,10 @@ class TaskStep:
     self.next_batch = next_batch
     self.task_steps = task_steps
     self._label_specs = label_specs or {}
+    # How ``cycle`` sums a task's contributions over its group: "auto",
+    # "group" or "all_reduce" (see ``cycle``); traffic of the last trace.
+    self.reduction = "auto"
+    self.reduced_bytes: Dict[Tuple[str, ...], Dict[str, object]] = {}
     self._log_keys = {}
     self._fb = {
         t: (tf.function(lambda x, y, t=t: self._forward_backward(t, x, y),
@@ -148,25 +152,62 @@ class TaskStep:
   def cycle(self, active: Sequence[str], strategy, plan) -> Dict[str, Logs]:
     """One update of each task in ``active`` on all replicas of ``strategy``.
 
-    Every replica computes the tasks ``plan`` gives it; the contributions
-    are all-reduced and each task's sum is applied by ``apply``.
+    Every replica computes the tasks ``plan`` gives it. A task's
+    contributions are then summed over the replicas of the task's own group
+    and applied by ``apply`` (cross-replica context). How they are summed
+    (``reduction``, recorded with its traffic in ``reduced_bytes``):
+
+      * "group" (all replicas local to this host: default and mirrored
+        strategies): the group's per-replica results are added where they
+        are, no collective: a replica sends only the tasks it computed (its
+        one task's trunk + head gradients when replicas >= tasks).
+      * "all_reduce" (replicas on other hosts, MultiWorkerMirroredStrategy):
+        one all-reduce of every active task's results, zeros from replicas
+        outside a group (tasks x trunk per replica), since a host only sees
+        its own replicas' values.
     """
     multi = strategy.num_replicas_in_sync > 1
+    reduction = self.reduction
+    if reduction == "auto":
+      local = not multi or (len(strategy.extended.worker_devices) ==
+                            strategy.num_replicas_in_sync)
+      reduction = "group" if local else "all_reduce"
+    reduced = [0] * strategy.num_replicas_in_sync
 
     def replica_step():
       ctx = tf.distribute.get_replica_context()
       rid = tf.get_static_value(ctx.replica_id_in_sync_group)
       results = {t: self.replica_result(t, rid, plan, multi) for t in active}
-      if multi:
+      if multi and reduction == "all_reduce":
+        reduced[rid] += _nbytes(results)
         results = ctx.all_reduce(tf.distribute.ReduceOp.SUM, results)
+      elif multi:
+        reduced[rid] += sum(_nbytes(results[t]) for t in active
+                            if t in plan.tasks_of_replica[rid])
       return results
 
     per_replica = strategy.run(replica_step)
-    results = {t: tf.nest.map_structure(
-        lambda v: strategy.experimental_local_results(v)[0], per_replica[t])
-               for t in active}
-    return {t: self.apply(t, *results[t], group_size=plan.group_size(t))
+    self.reduced_bytes[tuple(active)] = {"reduction": reduction,
+                                         "per_replica": reduced}
+    sums = {}
+    for t in active:
+      members = (plan.group(t) if multi and reduction == "group" else [0])
+      sums[t] = tf.nest.map_structure(
+          lambda v, members=members: _add(
+              [strategy.experimental_local_results(v)[r] for r in members]),
+          per_replica[t])
+    return {t: self.apply(t, *sums[t], group_size=plan.group_size(t))
             for t in active}
+
+
+def _nbytes(structure) -> int:
+  """Bytes of the (statically shaped) tensors in ``structure``."""
+  return sum(int(t.shape.num_elements()) * t.dtype.size
+             for t in tf.nest.flatten(structure))
+
+
+def _add(values: Sequence[tf.Tensor]) -> tf.Tensor:
+  return values[0] if len(values) == 1 else tf.add_n(values)
 
 
 def run_cycles(cycle_fn: Callable[[Sequence[str]], Dict[str, Logs]],
