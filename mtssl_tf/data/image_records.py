@@ -6,13 +6,17 @@ reads (``DataConfig(source="tfrecord", path=".../train-*")``). Optionally the
 ImageNet class-folder layout (``<root>/<class>/<image>``) gives each image the
 index of its class among the sorted class-folder names.
 
-Steps: list the images (recursive; jpg, jpeg, png, bmp, gif), shuffle them
-with a seeded RNG (the same seed gives the same shards), check every file in
-a process pool (it must decode with Pillow, have a non-zero size and 1, 3 or 4
-channels after Pillow's conversion; corrupt, truncated, empty and non-image
-files are skipped with the reason), write the shards under temporary names and
-rename each when complete, then write ``manifest.json`` last (counts per
-shard, class names, skipped files and why).
+Steps: list the images (recursive; jpg, jpeg, png, bmp, gif, webp), shuffle
+them with a seeded RNG (the same seed gives the same shards), check every file
+in a process pool (it must be a format TensorFlow decodes, decode with
+Pillow, have a non-zero size, and be within ``decode.MAX_PIXELS`` and
+``decode.MAX_ASPECT``, read from the header before decoding; corrupt,
+truncated, empty, oversized and other files are skipped with the reason),
+write the shards under temporary names and rename each when complete, then
+write ``manifest.json`` last (counts per shard, class names, skipped files and
+why). Every file below the input folder ends up in a shard or in the
+manifest's "skipped" list (files with other extensions as
+"unsupported_format").
 """
 
 import concurrent.futures
@@ -23,8 +27,13 @@ import random
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from mtssl_tf.data import decode
+
 LABEL_MODES = ("none", "class_folders")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Pillow format names of the formats tf.io.decode_image reads (MPO: a JPEG
+# with extra frames, as some cameras write).
+TF_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP")
 MANIFEST = "manifest.json"
 
 
@@ -89,13 +98,31 @@ def list_images(input_dir: str, labels: str = "none"
   return [(p, index[p.split(os.sep)[0]]) for p in paths], classes
 
 
+def other_files(input_dir: str) -> List[str]:
+  """Relative paths of the files below ``input_dir`` that are not images."""
+  return sorted(
+      os.path.relpath(os.path.join(root, name), input_dir)
+      for root, _, files in os.walk(input_dir) for name in files
+      if not name.lower().endswith(IMAGE_EXTENSIONS))
+
+
 def check_image(path: str) -> Optional[str]:
-  """Returns None if Pillow decodes the file, else the reason it is bad."""
+  """Returns None if the file is usable, else the reason it is bad.
+
+  The size bounds are checked from the header (``Image.open`` reads only
+  the header) before the image is decoded.
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     if os.path.getsize(path) == 0:
       return "empty file"
     with Image.open(path) as image:
+      if image.format not in TF_FORMATS:
+        return (f"unsupported_format: {image.format} (TensorFlow decodes "
+                f"{', '.join(TF_FORMATS)})")
+      problem = decode.size_problem(image.height, image.width)
+      if problem:
+        return problem
       image.load()
       if image.width == 0 or image.height == 0:
         return "zero-size image"
@@ -156,6 +183,9 @@ def make_records(cfg: RecordsConfig,
   good = [(p, label) for (p, label), bad in zip(images, problems) if not bad]
   skipped = [{"file": p, "reason": bad}
              for (p, _), bad in zip(images, problems) if bad]
+  skipped += [{"file": p, "reason": "unsupported_format: not one of the "
+               f"image extensions {', '.join(IMAGE_EXTENSIONS)}"}
+              for p in other_files(cfg.input_dir)]
   if not good:
     raise ValueError(f"None of the {len(images)} image files in "
                      f"{cfg.input_dir!r} decodes; first problems: "

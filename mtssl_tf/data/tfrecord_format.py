@@ -5,7 +5,7 @@ them). The keys are the usual ImageNet/Model Garden ones, so records made by
 other tools (e.g. Model Garden's ``create_imagenet_tf_record``) are readable:
 
   image/encoded        bytes   the encoded file as it was (JPEG, PNG, ...)
-  image/format         bytes   "jpeg", "png", "bmp", "gif"
+  image/format         bytes   "jpeg", "png", "bmp", "gif", "webp"
   image/filename       bytes   path relative to the source folder
   image/class/label    int64   class index, -1 when the source has no labels
 

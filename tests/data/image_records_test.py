@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from mtssl_tf import config
+from mtssl_tf.data import decode
 from mtssl_tf.data import image_records
 from mtssl_tf.data import sources
 from mtssl_tf.data import tfrecord_format
@@ -49,7 +50,7 @@ def test_class_folders_round_trip(tmp_path):
   assert manifest["classes"] == ["apple", "mango", "zebra"]
   assert manifest["images"] == 9
   assert sorted(s["reason"].split(":")[0] for s in manifest["skipped"]) == [
-      "empty file", "undecodable"]
+      "empty file", "undecodable", "unsupported_format"]
   assert [s["images"] for s in manifest["shards"]] == [5, 4]
   assert sorted(os.listdir(out)) == [
       "manifest.json", "train-00000-of-00002.tfrecord",
@@ -70,6 +71,40 @@ def test_class_folders_round_trip(tmp_path):
       source="tfrecord", path=str(out / "train-*")))
   image = next(iter(source.dataset(seed=0)))
   assert image.dtype == tf.uint8 and image.shape[-1] == 3
+
+
+def test_every_file_is_used_or_listed_with_a_reason(tmp_path):
+  """Before: WebP files and files of other types were silently ignored, and
+  a 2x1000 strip was written (later a 254x127000 tensor in training)."""
+  root = tmp_path / "in"
+  root.mkdir()
+  rgb = np.random.default_rng(0).integers(0, 255, (12, 16, 3), np.uint8)
+  Image.fromarray(rgb).save(root / "a.webp", lossless=True)
+  Image.fromarray(rgb).save(root / "b.jpg")
+  Image.fromarray(rgb).save(root / "c.tif")
+  Image.fromarray(rgb).save(root / "tiff_named.jpg", format="TIFF")
+  Image.fromarray(np.zeros((2, 1000, 3), np.uint8)).save(root / "strip.png")
+  (root / "notes.txt").write_text("x")
+  out = tmp_path / "out"
+  manifest = image_records.make_records(
+      image_records.RecordsConfig(str(root), str(out)),
+      progress=lambda s: None)
+  assert manifest["images"] == 2
+  reasons = {s["file"]: s["reason"] for s in manifest["skipped"]}
+  assert reasons == {
+      "c.tif": "unsupported_format: not one of the image extensions .jpg, "
+               ".jpeg, .png, .bmp, .gif, .webp",
+      "notes.txt": "unsupported_format: not one of the image extensions "
+                   ".jpg, .jpeg, .png, .bmp, .gif, .webp",
+      "tiff_named.jpg": "unsupported_format: TIFF (TensorFlow decodes JPEG, "
+                        "MPO, PNG, BMP, GIF, WEBP)",
+      "strip.png": "degenerate_aspect: 1000x2 is more than 10 times longer "
+                   "than wide"}
+  records = {r["image/filename"].decode(): r for r in _read_records(out)}
+  assert sorted(records) == ["a.webp", "b.jpg"]
+  assert records["a.webp"]["image/format"] == b"webp"
+  webp = decode.decode_rgb(records["a.webp"]["image/encoded"]).numpy()
+  np.testing.assert_array_equal(webp, rgb)
 
 
 def test_same_seed_same_shards_other_seed_other_order(tmp_path):
