@@ -99,6 +99,12 @@ def main(argv):
         f"frames/s; manifest {config.output_dir}/{motion_records.MANIFEST}")
   for video in manifest["skipped_videos"]:
     print(f"  skipped {video['video']}: {video['reason']} ({video['detail']})")
+  for video in manifest["noted_videos"]:
+    print(f"  note on {video['video']}: {video['note']}")
+  if manifest["ignored_files"]:
+    print(f"  ignored {len(manifest['ignored_files'])} files without a video "
+          f"extension (listed in the manifest), e.g. "
+          f"{manifest['ignored_files'][0]['file']}")
   return 0
 
 

@@ -22,7 +22,11 @@ modification time as now is not processed again (a changed file is). Bad
 videos (``video_frames.VideoError`` reasons, or any decoding error) get a
 marker with status "skipped" and the reason, so reruns skip them too; they
 are listed in the manifest and the summary. Videos whose every window lacks
-a camera model are skipped with reason "no_camera_model" (no shard).
+a camera model are skipped with reason "no_camera_model" (no shard). A
+truncated video (fewer frames decoded than its header declares) is used with
+a "note" in its report, listed in the manifest's "noted_videos"; files of a
+folder without a video extension are listed in "ignored_files". So every
+candidate file is used or listed with a reason.
 """
 
 import dataclasses
@@ -96,6 +100,18 @@ def find_videos(pattern, extensions=VIDEO_EXTENSIONS):
   return sorted((p, os.path.relpath(p, root or ".")) for p in paths)
 
 
+def ignored_files(config):
+  """Files of a ``videos`` folder not taken as videos (their extension is
+  not in ``extensions``), with the reason; none for a glob."""
+  if not os.path.isdir(config.videos):
+    return []
+  extensions = tuple(e.lower() for e in config.extensions)
+  return [{"file": os.path.relpath(os.path.join(d, n), config.videos),
+           "reason": "not a video file extension (--extensions)"}
+          for d, _, names in sorted(os.walk(config.videos, followlinks=True))
+          for n in sorted(names) if not n.lower().endswith(extensions)]
+
+
 def video_key(path):
   """``<parent>_<name>-<8 hex digits>``: readable, unique per real path."""
   real = os.path.realpath(path)
@@ -163,7 +179,9 @@ def process_video(path, relative_name, config):
   """Labels one video and writes its shard and marker; returns its report.
 
   The report (also the marker's content) has "video", "key", "status"
-  ("done" or "skipped"), "reason" and "detail" (skipped), "frames" (decoded),
+  ("done" or "skipped"), "reason" and "detail" (skipped), "note" (a done
+  video that decoded fewer frames than its header declares), "frames"
+  (decoded),
   "records", "unlabelled" (windows without a camera model), "output",
   "seconds", and the file's "size" and "mtime".
   """
@@ -199,8 +217,12 @@ def process_video(path, relative_name, config):
     writer = None
     os.replace(partial, os.path.join(config.output_dir, output))
     report.update(status="done", output=output)
+    if "truncated" in stats:
+      report["note"] = stats["truncated"]
   except video_frames.VideoError as e:
     report.update(status="skipped", reason=e.reason, detail=e.detail)
+    if "truncated" in stats:  # e.g. too short because it was cut off
+      report["detail"] += f"; {stats['truncated']}"
   except Exception as e:  # pylint: disable=broad-except
     # A decoder or codec failure in one video must not stop the others.
     report.update(status="skipped", reason="error",
@@ -296,6 +318,9 @@ def write_manifest(config, reports, seconds):
           sum(r["frames"] for r in processed) / max(seconds, 1e-9), 2),
       "skipped_videos": [{k: r.get(k) for k in ("video", "reason", "detail")}
                          for r in skipped],
+      "noted_videos": [{"video": r["video"], "note": r["note"]}
+                       for r in reports if r.get("note")],
+      "ignored_files": ignored_files(config),
       # Through JSON, so that the returned dict equals the file's content.
       "options": json.loads(json.dumps(dataclasses.asdict(config))),
       "reports": reports,

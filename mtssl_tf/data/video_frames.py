@@ -13,6 +13,11 @@ Bad videos raise ``VideoError`` with a short machine-readable ``reason``:
   "huge_resolution"  more than ``max_pixels`` pixels per frame
   "one_frame"        a single frame (a still image)
   "too_short"        fewer than ``track_length + 1`` frames (no window)
+
+A video that decodes fewer frames than its header declares (a truncated or
+damaged file; e.g. the first 30% of an AVI) is still used, with a
+truncation note in ``stats["truncated"]``, which the motion-record builder
+puts in its report and manifest.
 """
 
 import collections
@@ -25,6 +30,9 @@ from mtssl_tf.data import motion_masks
 
 # 8K UHD: larger frames are more likely a mistake (or a panorama) than video.
 DEFAULT_MAX_PIXELS = 7680 * 4320
+# Frame counts in headers can be estimates (from duration x frame rate): a
+# shortfall up to this fraction (or 2 frames) is not called a truncation.
+TRUNCATION_TOLERANCE = 0.02
 
 
 class VideoError(Exception):
@@ -42,8 +50,10 @@ def read_frames(path, max_pixels=DEFAULT_MAX_PIXELS, stats=None):
   Args:
     path: a video file in any format OpenCV decodes.
     max_pixels: frames with more pixels raise ``VideoError``.
-    stats: optional dict; receives "width", "height" (source size) and
-      "frames" (frames decoded so far).
+    stats: optional dict; receives "width", "height" (source size),
+      "frames" (frames decoded so far), "declared_frames" (the header's
+      count, when it has one) and, at the end, "truncated" (a note) when
+      clearly fewer frames decoded than declared.
 
   Raises:
     VideoError: "empty_file", "unreadable" or "huge_resolution".
@@ -60,6 +70,9 @@ def read_frames(path, max_pixels=DEFAULT_MAX_PIXELS, stats=None):
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     _check_size(width, height, max_pixels)
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    if declared > 0:
+      stats["declared_frames"] = declared
     while True:
       ok, frame = capture.read()
       if not ok or frame is None:
@@ -78,6 +91,11 @@ def read_frames(path, max_pixels=DEFAULT_MAX_PIXELS, stats=None):
     capture.release()
   if stats["frames"] == 0:
     raise VideoError("unreadable", "OpenCV decodes no frame from it")
+  declared = stats.get("declared_frames", 0)
+  if declared - stats["frames"] > max(2, TRUNCATION_TOLERANCE * declared):
+    stats["truncated"] = (
+        f"truncated: decoded {stats['frames']} of the {declared} frames its "
+        f"header declares (a cut-off or damaged file)")
 
 
 def _check_size(width, height, max_pixels):

@@ -137,16 +137,32 @@ def test_run_reports_bad_videos_and_resumes(tmp_path, monkeypatch, capsys):
   synthetic_video.write_video(str(tmp_path / "videos" / "one.avi"),
                               short.frames[:1])
   (tmp_path / "videos" / "garbage.mp4").write_bytes(b"\x00garbage" * 100)
+  _write(tmp_path / "videos" / "cut.avi", 30, seed=1)
+  data = (tmp_path / "videos" / "cut.avi").read_bytes()
+  (tmp_path / "videos" / "cut.avi").write_bytes(data[:len(data) // 2])
+  (tmp_path / "videos" / "notes.txt").write_text("not a video")
   config = _config(tmp_path)
   manifest = motion_records.run(config)
   assert (manifest["videos"], manifest["done"], manifest["skipped"],
-          manifest["records"]) == (4, 1, 3, 1)
+          manifest["records"]) == (5, 2, 3, 2)
   assert {v["video"]: v["reason"] for v in manifest["skipped_videos"]} == {
       "garbage.mp4": "unreadable", "one.avi": "one_frame",
       "short.avi": "too_short"}
+  # The cut-off video is used (>= 11 frames) and carries a note; the text
+  # file is listed as ignored: every file is used or listed.
+  (noted,) = manifest["noted_videos"]
+  frames = next(r["frames"] for r in manifest["reports"]
+                if r["video"] == "cut.avi")
+  assert 11 <= frames < 30 and noted == {
+      "video": "cut.avi",
+      "note": f"truncated: decoded {frames} of the 30 frames its header "
+              f"declares (a cut-off or damaged file)"}
+  assert manifest["ignored_files"] == [
+      {"file": "notes.txt",
+       "reason": "not a video file extension (--extensions)"}]
   with open(os.path.join(config.output_dir, "manifest.json")) as f:
     assert json.load(f) == manifest
-  assert "[4/4 videos]" in capsys.readouterr().err
+  assert "[5/5 videos]" in capsys.readouterr().err
 
   def must_not_run(*args):
     raise AssertionError(f"processed again: {args[1]}")
@@ -154,8 +170,9 @@ def test_run_reports_bad_videos_and_resumes(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(motion_records, "process_video", must_not_run)
   again = motion_records.run(config)
   assert all(r["resumed"] for r in again["reports"])
-  assert (again["done"], again["skipped"], again["records"]) == (1, 3, 1)
-  assert "4 already finished, 0 to process" in capsys.readouterr().err
+  assert (again["done"], again["skipped"], again["records"]) == (2, 3, 2)
+  assert again["noted_videos"] == manifest["noted_videos"]
+  assert "5 already finished, 0 to process" in capsys.readouterr().err
 
 
 def test_run_without_videos(tmp_path):

@@ -23,12 +23,32 @@ def test_read_frames_resizes_every_frame(tmp_path):
   stats = {}
   frames = list(video_frames.read_frames(path, stats=stats))
   assert len(frames) == 6 and stats == {"frames": 6, "width": 96,
-                                        "height": 72}
+                                        "height": 72, "declared_frames": 6}
   assert all(f.shape == (240, 320, 3) and f.dtype == np.uint8
              for f in frames)
   # RGB order kept through the BGR codec: compare with a direct resize.
   expected = motion_masks.resize_frame(video.frames[2])
   assert np.abs(frames[2].astype(float) - expected).mean() < 12.0
+
+
+def test_a_truncated_video_is_read_with_a_note(tmp_path):
+  """Before: the first 30% of a video was labelled with no hint of it."""
+  video = synthetic_video.generate_video(num_frames=20, height=48, width=64)
+  path = tmp_path / "v.avi"
+  synthetic_video.write_video(str(path), video.frames)
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) * 3 // 10])
+  stats = {}
+  frames = list(video_frames.read_frames(str(path), stats=stats))
+  assert 2 <= len(frames) <= 8 and stats["declared_frames"] == 20
+  assert stats["truncated"] == (
+      f"truncated: decoded {len(frames)} of the 20 frames its header "
+      f"declares (a cut-off or damaged file)")
+  whole = tmp_path / "whole.avi"
+  whole.write_bytes(data)
+  stats = {}
+  assert len(list(video_frames.read_frames(str(whole), stats=stats))) == 20
+  assert "truncated" not in stats
 
 
 def test_bad_videos(tmp_path):
