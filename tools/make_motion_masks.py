@@ -20,11 +20,13 @@ frames) and huge-resolution videos are skipped and listed in the summary and
 ``<output_dir>/manifest.json`` (``mtssl_tf/data/motion_records.py``).
 
 Speed on this machine (2 CPU cores shared with other jobs, 240x320 MJPG
-videos): one worker decodes and labels about 11 video frames/s at
---frame_stride=10 (about 1 record/s: each record needs 10 flow pairs both
-ways, dense tracking and 10 RANSAC fits), two workers about 13 frames/s;
---frame_stride=1 gives about 3.5 records/s (flows are shared between
-overlapping windows). The progress line reports frames/s and the ETA.
+videos), measured with the old half-resolution flow (now --flow=dis_fast):
+one worker decodes and labels about 11 video frames/s at --frame_stride=10
+(about 1 record/s: each record needs 10 flow pairs both ways, dense tracking
+and 10 RANSAC fits), two workers about 13 frames/s; --frame_stride=1 gives
+about 3.5 records/s (flows are shared between overlapping windows). The
+default full-resolution flow is ~3.7x slower (sharper masks; see
+``motion_masks.py``). The progress line reports frames/s and the ETA.
 
 Exit status: 0 when the run finished (even with skipped videos), 1 when it
 could not start (no videos, unwritable output directory, bad flags).
@@ -58,7 +60,8 @@ _EXTENSIONS = flags.DEFINE_list(
     "extensions", list(motion_records.VIDEO_EXTENSIONS),
     "File endings taken from a --videos folder.")
 _FLOW = flags.DEFINE_enum("flow", "dis", list(motion_masks.FLOW_METHODS),
-                          "Dense optical flow method.")
+                          "Dense optical flow method (dis_fast: half "
+                          "resolution, ~3.7x faster, blurrier masks).")
 _TRACK_LENGTH = flags.DEFINE_integer(
     "track_length", 10, "Frames a point is tracked over (paper: 10).",
     lower_bound=1)
