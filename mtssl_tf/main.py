@@ -19,8 +19,6 @@ Every flag is turned into plain config objects (mtssl_tf/config.py and each
 task's Config) and validated before any work starts; `--helpfull` lists them.
 """
 
-import ast
-import dataclasses
 import os
 import sys
 from typing import Dict, List
@@ -30,17 +28,16 @@ from absl import flags
 from absl import logging as absl_logging
 
 from mtssl_tf import config as config_lib
+from mtssl_tf import config_flags
+from mtssl_tf.tasks import base
 from mtssl_tf.tasks import registry
 
 # ---- What to train --------------------------------------------------------
 _TASKS = flags.DEFINE_list(
     "tasks", ["rp", "col"],
-    "Pretext tasks to train jointly: any of rp (relative position), col "
-    "(colorization), ex (exemplar), ms (motion segmentation).")
-_HARMONIZE = flags.DEFINE_bool(
-    "harmonize", False,
-    "Input harmonization (paper §3.3): rp sees Lab lightness replicated 3x, "
-    "like col.")
+    f"Pretext tasks to train jointly: any of {', '.join(registry.names())} "
+    f"(mtssl_tf/tasks/registry.py). Each task's options are flags "
+    f"--<task>.<field> (e.g. --rp.harmonize=true, --col.head_width=1024).")
 _LASSO = flags.DEFINE_bool(
     "lasso", False, "Feed each head a LassoCombine of the block-3 units "
     "(paper §3.2) instead of the block-3 output.")
@@ -50,12 +47,10 @@ _LASSO_L1 = flags.DEFINE_float("lasso_l1", None,
 _LASSO_INIT = flags.DEFINE_enum("lasso_init", None, ["last", "uniform"],
                                 "Initial alpha rows (needs --lasso; default "
                                 "last).")
-_TASK_OVERRIDES = flags.DEFINE_multi_string(
-    "task_override", [],
-    "A task Config field to override, as task.field=value (repeat the flag "
-    "for several), e.g. --task_override=col.head_width=1024 "
-    "--task_override=rp.patch_units='((64,16,2),(32,16,2))'. Values are "
-    "Python literals.")
+# Every registered task's Config fields, as --<task>.<field> (declared once,
+# in the task's Config; help from its docstring).
+for _name in registry.names():
+  config_flags.define_flags(_name, registry.get_module(_name).Config)
 
 # ---- Trunk ----------------------------------------------------------------
 _DEPTH = flags.DEFINE_integer("depth", 101, "ResNet-v2 depth (14, 26, 50, "
@@ -74,13 +69,15 @@ _INIT_CHECKPOINT = flags.DEFINE_string(
 # ---- Data -----------------------------------------------------------------
 _IMAGE_SOURCE = flags.DEFINE_enum(
     "image_source", "builtin", ["builtin", "folder", "tfrecord", "tfds"],
-    "Images for rp, col and ex: builtin sample photos, a folder (recursive), "
-    "TFRecords (glob in --image_path) or a TFDS data set (--tfds_name).")
+    "Images for the tasks that read photos (source kind 'images'): builtin "
+    "sample photos, a folder (recursive), TFRecords (glob in --image_path) "
+    "or a TFDS data set (--tfds_name).")
 _IMAGE_PATH = flags.DEFINE_string("image_path", None,
                                   "Folder or TFRecord glob of the images.")
 _MOTION_SOURCE = flags.DEFINE_enum(
     "motion_source", "builtin", ["builtin", "folder", "tfrecord"],
-    "Frames and masks for ms: builtin generated videos, or records from "
+    "Frames and motion masks for the tasks that read videos (source kind "
+    "'video_frames'): builtin generated videos, or records from "
     "tools/make_motion_masks.py (a folder or a glob in --motion_path).")
 _MOTION_PATH = flags.DEFINE_string("motion_path", None,
                                    "Folder or glob of motion TFRecords.")
@@ -180,46 +177,23 @@ def _parse_map(flag, value_type) -> Dict[str, object]:
     raise UsageError(str(e)) from None
 
 
-def _literal(text: str):
-  lowered = text.strip().lower()
-  if lowered in ("true", "false"):
-    return lowered == "true"
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def task_configs(tasks: List[str], trunk: config_lib.TrunkConfig,
-                 harmonize: bool, overrides: List[str]) -> Dict[str, object]:
-  """Each task's Config: defaults, trunk stride, --harmonize, overrides."""
-  configs = {t: registry.get_module(t).Config() for t in tasks}
-  nominal = 32  # block 3's stride without atrous convolution
-  for t, cfg in configs.items():
-    names = {f.name for f in dataclasses.fields(cfg)}
-    if "output_stride" in names:
-      configs[t] = dataclasses.replace(
-          cfg, output_stride=trunk.output_stride or nominal)
-  if harmonize:
-    if "rp" not in configs:
-      raise UsageError("--harmonize changes the rp input (paper §3.3) but rp "
-                       "is not in --tasks; add rp or drop --harmonize.")
-    configs["rp"] = dataclasses.replace(configs["rp"], harmonize=True)
-  for item in overrides:
-    key, sep, value = item.partition("=")
-    task, dot, field = key.strip().partition(".")
-    if not sep or not dot:
-      raise UsageError(f"--task_override: expected task.field=value, got "
-                       f"{item!r}.")
-    if task not in configs:
-      raise UsageError(f"--task_override: {task!r} is not in --tasks "
-                       f"{tasks}.")
-    fields = {f.name for f in dataclasses.fields(configs[task])}
-    if field not in fields:
-      raise UsageError(f"--task_override: {task} has no field {field!r}; "
-                       f"its fields are {sorted(fields)}.")
-    configs[task] = dataclasses.replace(configs[task],
-                                        **{field: _literal(value)})
+def task_configs(tasks: List[str]) -> Dict[str, object]:
+  """Each task's Config: its defaults with its --<task>.<field> flags."""
+  for name in registry.names():
+    if name in tasks:
+      continue
+    config = registry.get_module(name).Config
+    given = sorted(config_flags.overrides_from_flags(name, config))
+    if given:
+      raise UsageError(
+          f"--{name}.{given[0]} configures task {name!r}, which is not in "
+          f"--tasks {tasks}; add {name} to --tasks or drop the flag.")
+  configs = {}
+  for t in tasks:
+    try:
+      configs[t] = config_flags.from_flags(t, registry.get_module(t).Config)
+    except (ValueError, TypeError) as e:
+      raise UsageError(str(e)) from None
   return configs
 
 
@@ -262,7 +236,10 @@ def build_configs():
                        f"{data.source!r}.")
   if image_data.source == "tfds" and not image_data.tfds_name:
     raise UsageError("--image_source=tfds needs --tfds_name.")
-  data = {t: motion_data if t == "ms" else image_data for t in tasks}
+  # Each task reads the source of its kind (tasks/base.py SOURCE_KINDS).
+  data_of_kind = {base.IMAGES: image_data, base.VIDEO_FRAMES: motion_data}
+  data = {t: data_of_kind[registry.get_module(t).Task.source_kind]
+          for t in tasks}
 
   profile = None
   if _PROFILE_STEPS.value:
@@ -312,7 +289,7 @@ def build_configs():
       intra_op_threads=_INTRA_OP_THREADS.value,
       inter_op_threads=_INTER_OP_THREADS.value,
       steps_per_call=_STEPS_PER_CALL.value, **maps)
-  configs = task_configs(tasks, trunk, _HARMONIZE.value, _TASK_OVERRIDES.value)
+  configs = task_configs(tasks)
   return trunk, configs, data, train, _EXPORT_DIR.value
 
 
@@ -332,7 +309,8 @@ def run(argv):
     speed.configure_threads(train_cfg.intra_op_threads,
                             train_cfg.inter_op_threads)
     strategy = replicas.make_strategy(_STRATEGY.value, _NUM_CPU_DEVICES.value)
-    tasks = {t: registry.build(t, c) for t, c in task_cfgs.items()}
+    tasks = {t: registry.build(t, c, base.TrunkFacts.of(trunk))
+             for t, c in task_cfgs.items()}
     from mtssl_tf.training import loop  # pylint: disable=g-import-not-at-top
     result = loop.train(trunk, tasks, data, train_cfg, strategy=strategy)
     if export_dir:

@@ -9,7 +9,11 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from mtssl_tf import config
 from mtssl_tf import main
+from mtssl_tf.tasks import base
+from mtssl_tf.tasks import colorization
+from mtssl_tf.tasks import relative_position
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
@@ -43,39 +47,45 @@ def test_every_flagfile_parses_and_validates(path):
     assert task_configs["rp"].harmonize
   if "lasso" in name:
     assert train.lasso and train.lasso_l1 == 0.01
-  for t, cfg in task_configs.items():
-    if hasattr(cfg, "output_stride"):
-      assert cfg.output_stride == 8, t
-  if "ms" in task_configs:
-    assert data["ms"].source == "builtin"
+  for t in task_configs:
+    assert data[t].source == "builtin", t
 
 
-def test_overrides_and_maps():
-  _, task_configs, _, train, _ = _configs(
-      "--tasks=rp,col", "--task_override=col.head_width=64",
-      "--task_override=rp.patch_units=((64,16,2),(32,16,2))",
+def test_task_options_and_maps():
+  trunk, task_configs, _, train, _ = _configs(
+      "--tasks=rp,col", "--col.head_width=64",
+      "--rp.patch_units=((64,16,2),(32,16,2))", "--rp.harmonize=true",
       "--replicas_per_task=rp:2,col:2", "--task_step_cost=col:2.5",
       "--output_stride=16", "--profile_steps=3,5")
-  assert task_configs["col"].head_width == 64
-  assert task_configs["col"].output_stride == 16
-  assert task_configs["rp"].patch_units == ((64, 16, 2), (32, 16, 2))
+  assert task_configs["col"] == colorization.Config(head_width=64)
+  assert task_configs["rp"] == relative_position.Config(
+      patch_units=((64, 16, 2), (32, 16, 2)), harmonize=True)
+  assert base.TrunkFacts.of(trunk).output_stride == 16
   assert train.replicas_per_task == {"rp": 2, "col": 2}
   assert train.task_step_cost == {"col": 2.5}
   assert train.profile_steps == (3, 5)
+
+
+def test_each_task_reads_the_source_of_its_kind(tmp_path):
+  _, _, data, _, _ = _configs("--tasks=rp,ms,col", "--motion_source=folder",
+                              f"--motion_path={tmp_path}")
+  assert data["ms"] == config.DataConfig(source="folder", path=str(tmp_path))
+  assert data["rp"] == data["col"] == config.DataConfig()
 
 
 @pytest.mark.parametrize("args,match", [
     (["--tasks=rp,jigsaw"], r"Unknown task\(s\) \['jigsaw'\].*registered"),
     (["--tasks=rp,rp"], "names a task twice"),
     (["--lasso_l1=0.1"], "--lasso is off"),
-    (["--tasks=col", "--harmonize"], "rp is not in --tasks"),
+    (["--tasks=col", "--rp.harmonize=true"],
+     r"--rp.harmonize configures task 'rp', which is not in --tasks"),
     (["--replicas_per_task=rp:1,ex:1"], r"names \['ex'\], which are not in"),
     (["--output_stride=4"], "--output_stride must be one of"),
     (["--depth=34"], "Unknown ResNet-v2 depth"),
     (["--image_source=folder"], "--image_path is required"),
     (["--profile_steps=5"], "two integers"),
-    (["--task_override=col.width=3"], "col has no field 'width'"),
-    (["--task_override=ex.margin=1"], "'ex' is not in --tasks"),
+    (["--col.head_width=wide"], "--col.head_width: invalid literal"),
+    (["--ex.margin=1"], "'ex', which is not in --tasks"),
     (["--steps_per_cycle=rp:0"], "must be positive"),
 ])
 def test_invalid_flags_fail_with_a_message(args, match):

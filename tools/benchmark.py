@@ -2,7 +2,7 @@ r"""Benchmarks mtssl_tf at the paper's scale: ``python -m tools.benchmark``.
 
 Prints Markdown tables and writes every number to --output_json:
 
-  tasks      training step per task (rp, col, ex, ms) and for rp+col together
+  tasks      training step per registered task and for rp+col together
              (one cycle = one update of each task, as the training loop), at
              the paper's configuration: ResNet-v2-101, output stride 8, each
              task's default input size and head. Median step time after
@@ -44,7 +44,7 @@ The machine may be shared: compare figures only within one run (ratios are
 measured in alternation or in the same process where possible).
 """
 
-import ast
+import dataclasses
 import json
 import os
 import platform
@@ -56,14 +56,17 @@ from typing import Dict, List
 from absl import app
 from absl import flags
 
+from mtssl_tf import config_flags
+from mtssl_tf.tasks import registry
+
 SECTIONS = ("tasks", "multitask", "trunk", "pipelines", "options")
-TASK_CHOICES = ("rp", "col", "ex", "ms")
+TASK_CHOICES = tuple(registry.names())
 RESULT_PREFIX = "BENCHMARK_RESULT "
 
 _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS),
                               f"Sections to run, any of {SECTIONS}.")
 _TASKS = flags.DEFINE_list(
-    "tasks", ["rp", "col", "ex", "ms", "rp+col"],
+    "tasks", list(TASK_CHOICES) + ["rp+col"],
     "Task configurations of the tasks section: a task name, or several joined "
     "by '+' trained together (one update each per step).")
 _PRECISIONS = flags.DEFINE_list(
@@ -102,9 +105,10 @@ _BASE_WIDTH = flags.DEFINE_integer("base_width", 64,
                                    "Trunk base width (64 = ResNet-v2).")
 _OUTPUT_STRIDE = flags.DEFINE_integer("output_stride", 8,
                                       "Trunk output stride (0: nominal).")
-_TASK_OVERRIDES = flags.DEFINE_multi_string(
-    "task_override", [], "A task Config field, task.field=value (Python "
-    "literal), e.g. col.head_width=256 for a small smoke run.")
+# Each task's Config fields as --<task>.<field>, as in mtssl_tf/main.py
+# (e.g. --col.head_width=256 for a small smoke run).
+for _name in TASK_CHOICES:
+  config_flags.define_flags(_name, registry.get_module(_name).Config)
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None,
                                    "Write all results to this JSON file.")
 _WORKER_TIMEOUT = flags.DEFINE_float(
@@ -114,19 +118,15 @@ _WORKER = flags.DEFINE_string(
     "print its result.")
 
 
-def _overrides() -> Dict[str, Dict[str, object]]:
+def _overrides() -> Dict[str, Dict[str, str]]:
+  """Task -> field -> flag text of the --<task>.<field> flags given (parsed
+  by the worker, ``workers.task_config``)."""
   out = {}
-  for item in _TASK_OVERRIDES.value:
-    key, sep, value = item.partition("=")
-    task, dot, field = key.strip().partition(".")
-    if not sep or not dot:
-      raise app.UsageError(f"--task_override: expected task.field=value, got "
-                           f"{item!r}.")
-    try:
-      parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      parsed = value
-    out.setdefault(task, {})[field] = parsed
+  for name in TASK_CHOICES:
+    for field in dataclasses.fields(registry.get_module(name).Config):
+      value = flags.FLAGS[config_flags.flag_name(name, field.name)].value
+      if value is not None:
+        out.setdefault(name, {})[field.name] = value
   return out
 
 

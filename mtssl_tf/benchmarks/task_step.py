@@ -35,7 +35,7 @@ def cached_batches(tasks: Mapping[str, object], batch_size: int,
   batches = {}
   for i, (name, task) in enumerate(tasks.items()):
     source = (data or {}).get(name, config_lib.DataConfig())
-    dataset = task.make_dataset(source, batch_size, seed=seed + i)
+    dataset, _ = task.make_dataset(source, batch_size, seed=seed + i)
     batches[name] = next(iter(dataset))
   return batches
 

@@ -4,7 +4,7 @@ resident memory belongs to one configuration).
 
 Every worker takes a JSON-able spec dict and returns a JSON-able result dict.
 Spec keys shared by all workers: ``trunk`` (TrunkConfig fields), ``batch_size``,
-``steps``, ``warmup``, ``overrides`` (task -> Config field -> value),
+``steps``, ``warmup``, ``overrides`` (task -> Config field -> flag text),
 ``intra_op_threads`` / ``inter_op_threads``. Results carry ``peak_rss_mb`` and
 ``matmul_gflops`` (this process's best fp32 matmul, measured before and after
 the timed calls: the better of the two).
@@ -21,19 +21,21 @@ Kinds:
   pipeline  examples/s of a task's tf.data pipeline, no model.
 """
 
-import dataclasses
 import os
 import time
+import typing
 from typing import Dict
 
 import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import config as config_lib
+from mtssl_tf import config_flags
 from mtssl_tf.benchmarks import task_step
 from mtssl_tf.benchmarks import timing
 from mtssl_tf.benchmarks import trunk_step
 from mtssl_tf.models import flops
+from mtssl_tf.tasks import base
 from mtssl_tf.tasks import registry
 from mtssl_tf.training import speed
 
@@ -43,17 +45,16 @@ def _trunk_config(spec) -> config_lib.TrunkConfig:
 
 
 def _tasks(names, spec) -> Dict[str, object]:
-  """Tasks at their defaults (the paper's), stride set to the trunk's."""
-  trunk = _trunk_config(spec)
+  """Tasks at their defaults (the paper's) with the spec's overrides, built
+  for the spec's trunk."""
+  trunk = base.TrunkFacts.of(_trunk_config(spec))
   tasks = {}
   for name in names:
-    module = registry.get_module(name)
-    cfg = module.Config()
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    values = dict(spec.get("overrides", {}).get(name, {}))
-    if "output_stride" in fields and "output_stride" not in values:
-      values["output_stride"] = trunk.output_stride or 32
-    tasks[name] = module.Task(dataclasses.replace(cfg, **values))
+    config_class = registry.get_module(name).Config
+    hints = typing.get_type_hints(config_class)
+    values = {field: config_flags.parse_value(text, hints[field])
+              for field, text in spec.get("overrides", {}).get(name, {}).items()}
+    tasks[name] = registry.build(name, config_class(**values), trunk)
   return tasks
 
 
@@ -152,8 +153,8 @@ def run_multitask(spec) -> dict:
 def run_pipeline(spec) -> dict:
   name = spec["tasks"][0]
   task = _tasks([name], spec)[name]
-  dataset = task.make_dataset(config_lib.DataConfig(), spec["batch_size"],
-                              seed=0)
+  dataset, _ = task.make_dataset(config_lib.DataConfig(), spec["batch_size"],
+                                 seed=0)
   iterator = iter(dataset)
   for _ in range(spec["warmup"]):
     next(iterator)

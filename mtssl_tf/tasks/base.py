@@ -1,46 +1,126 @@
 """The contract every pretext task module follows (paper §2, §3.4).
 
-A task module (``relative_position.py``, ``colorization.py``, ``exemplar.py``,
-``motion_segmentation.py``) defines:
+A task module (``relative_position.py``, ``colorization.py``, ...) defines
+``NAME`` (its registry name), ``Config`` (a frozen dataclass of its options,
+every field with the paper's default plus size knobs such as head widths, and
+an "Attributes:" docstring: entry points turn each field into a flag
+``--<NAME>.<field>``, see ``config_flags.py``), ``TINY`` (a ``Config`` with
+narrow heads and small inputs that trains in seconds on a depth-14, width-8
+trunk: the contract and end-to-end tests use it) and ``Task``, constructed as
+``Task(config, trunk)`` and holding to the ``Task`` protocol below.
 
-  ``NAME``      the registry name ("rp", "col", "ex", "ms").
-  ``Config``    a frozen dataclass of the task's options, every field with the
-                paper's default (plus size knobs, e.g. head widths, so tests can
-                build tiny heads).
-  ``Task``      a small class constructed as ``Task(config)`` with:
-
-    name: str
-    input_shape -> (H, W, 3)
-        Shape of one trunk input (rp/ex 96x96, col 256x256, ms 240x320).
-    make_dataset(data: config.DataConfig, batch_size: int, seed=None)
-        -> tf.data.Dataset of ``(images, labels)``, batched, repeated and
-        prefetched. ``images`` is float32 ``[batch_size * trunk_inputs_per_example,
-        H, W, 3]`` in [-1, 1], fed to the trunk as one batch (siamese tasks put
-        their patches in one trunk batch and the head rearranges them, paper
-        §3.1). ``labels`` is a dict of tensors. Corrupt/unusable inputs are
-        skipped and counted by the data source (``data/sources.py``).
-    build_head(feature_shape) -> tf_keras.Model
-        ``feature_shape`` is ``(h, w, C)``, the per-example shape of the trunk
-        representation for ``input_shape``. The head maps ``[N, h, w, C]``
-        (the last block-3 unit, or a LassoCombine output) to a dict of output
-        tensors. Its layer names start with ``<NAME>_head/`` so that variable
-        names never collide with the trunk's or another head's (optimizer
-        slots and checkpoints are keyed by them).
-    loss(labels, outputs) -> scalar float32
-        The task loss averaged over the batch (head regularisation losses are
-        added by the training loop from ``head.losses``).
-    metrics(labels, outputs) -> dict[str, scalar]
-    summary_images(images, labels, outputs) -> dict[str, uint8 [N, H, W, 3]]
-        Images for TensorBoard (may be empty).
-    skipped: data.sources.SkipCounter (or None before make_dataset)
-        Counts of inputs the task's data source skipped, by reason; the
-        training loop logs them and writes them to TensorBoard.
+What a task needs from the trunk is passed in explicitly, never looked up by
+a config field's name: ``TrunkFacts`` (the output stride, e.g. to downsample
+dense targets) at construction, the per-example feature shape ``(h, w, C)``
+in ``build_head``. What it needs from the data is named by ``source_kind``:
+"images" (``data/sources.py``: decoded RGB photos of any size) or
+"video_frames" (``data/motion_source.py``: 240x320 frames with motion
+masks); entry points build one ``DataConfig`` per kind and give each task
+the one of its kind.
 
 The training loop only uses this contract, so adding a task means one module
-plus one line in ``registry.py``.
+plus one line in ``registry.py``; ``tests/tasks/contract_test.py`` holds
+every registered task to it.
 """
 
+import dataclasses
+from typing import Dict, Optional, Protocol, Tuple, runtime_checkable
+
 import tensorflow as tf
+import tf_keras
+
+from mtssl_tf import config as config_lib
+from mtssl_tf.data import sources
+from mtssl_tf.models import resnet_v2
+
+IMAGES = "images"
+VIDEO_FRAMES = "video_frames"
+SOURCE_KINDS = (IMAGES, VIDEO_FRAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrunkFacts:
+  """What a task may know about the trunk it trains.
+
+  Attributes:
+    output_stride: pixels per block-3 feature (8 in the paper; 32 without
+      atrous convolution): dense tasks predict on this grid.
+  """
+  output_stride: int = 8
+
+  @classmethod
+  def of(cls, trunk: config_lib.TrunkConfig) -> "TrunkFacts":
+    """The facts of a trunk configuration."""
+    nominal = resnet_v2.ROOT_STRIDE
+    for stride in resnet_v2.BLOCK_STRIDES[:3]:
+      nominal *= stride
+    return cls(output_stride=trunk.output_stride or nominal)
+
+
+# The paper's trunk (ResNet-101 v2 at output stride 8), the default of tests.
+PAPER_TRUNK = TrunkFacts(output_stride=8)
+
+
+@runtime_checkable
+class Task(Protocol):
+  """What the training loop, the network and the benchmarks use of a task.
+
+  Attributes:
+    name: the registry name (``NAME``).
+    source_kind: "images" or "video_frames" (``SOURCE_KINDS``).
+    trunk_inputs_per_example: trunk inputs per example (2 for siamese pairs,
+      9 for jigsaw tiles; their features go to the head as one batch, §3.1).
+    input_shape: ``(H, W, 3)`` of one trunk input.
+  """
+  name: str
+  source_kind: str
+  trunk_inputs_per_example: int
+
+  @property
+  def input_shape(self) -> Tuple[int, int, int]:
+    ...
+
+  def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
+                   seed: Optional[int] = None
+                   ) -> Tuple[tf.data.Dataset, Optional[sources.SkipCounter]]:
+    """``(dataset, skipped)``.
+
+    ``dataset`` yields ``(images, labels)`` batches, repeated and prefetched:
+    ``images`` float32 ``[batch_size * trunk_inputs_per_example, H, W, 3]``
+    in [-1, 1], fed to the trunk as one batch; ``labels`` a dict of tensors.
+    ``skipped`` counts the inputs its source dropped, by reason (corrupt or
+    unusable inputs are skipped, never fatal); the loop logs it and writes it
+    to TensorBoard. (None only for generated data that cannot be bad.)
+    """
+    ...
+
+  def build_head(self, feature_shape: Tuple[int, int, int]) -> tf_keras.Model:
+    """The head: ``[N, h, w, C]`` features -> a dict of output tensors.
+
+    ``feature_shape`` is ``(h, w, C)``, the per-input shape of the trunk
+    representation (last block-3 unit, or a LassoCombine) for
+    ``input_shape``. Layer names start with ``<name>_head/`` so that
+    variables never collide with the trunk's or another head's (optimizer
+    slots and checkpoints are keyed by them).
+    """
+    ...
+
+  def loss(self, labels: Dict[str, tf.Tensor],
+           outputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Scalar float32 task loss averaged over the batch (head weight decay
+    is added by the loop from ``head.losses``)."""
+    ...
+
+  def metrics(self, labels: Dict[str, tf.Tensor],
+              outputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Scalar metrics by name (logged and written to TensorBoard)."""
+    ...
+
+  def summary_images(self, images: tf.Tensor, labels: Dict[str, tf.Tensor],
+                     outputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """TensorBoard images by name, uint8 ``[n, height, width, 3]``; the
+    task's inputs as the trunk sees them, at least."""
+    ...
 
 
 def to_trunk_range(images):

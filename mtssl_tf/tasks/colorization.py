@@ -62,8 +62,6 @@ class Config:
 
   Attributes:
     image_size: side of the square trunk input (256 in the paper).
-    output_stride: the trunk's output stride; targets are
-      ``image_size / output_stride`` square (must divide).
     head_width: channels of the two hidden head convs (4096).
     prior_path: ``.npy`` smoothed prior over the 313 bins from
       ``tools/compute_color_prior.py``; None uses the shipped default.
@@ -75,13 +73,17 @@ class Config:
       convention, as the trunk).
   """
   image_size: int = 256
-  output_stride: int = 8
   head_width: int = 4096
   prior_path: Optional[str] = None
   rebalance_lambda: float = ab_bins.REBALANCE_LAMBDA
   temperature: float = ab_bins.ANNEALED_MEAN_TEMPERATURE
   grayscale_threshold: float = 5.0
   weight_decay: float = 1e-4
+
+
+# A tiny configuration for tests and smoke runs (tasks/base.py): trains in
+# seconds on a depth-14, width-8 trunk.
+TINY = Config(image_size=64, head_width=32)
 
 
 def _resize_shorter_side(image, size):
@@ -99,7 +101,9 @@ def lab_example(image, image_size: int, output_stride: int,
 
   Args:
     image: uint8 RGB image of any size.
-    image_size, output_stride, grayscale_threshold: as ``Config``.
+    image_size, grayscale_threshold: as ``Config``.
+    output_stride: the trunk's (``base.TrunkFacts``); targets are
+      ``image_size / output_stride`` square.
     seed: int ``[2]`` stateless seed for the random crop and flip; None gives
       the deterministic centre crop without flip (used for the prior).
 
@@ -149,15 +153,18 @@ class Task:
   """The colorization task (contract in ``tasks/base.py``)."""
 
   name = NAME
+  source_kind = base.IMAGES
+  trunk_inputs_per_example = 1
 
-  def __init__(self, config: Config = Config()):
-    if config.image_size % config.output_stride:
+  def __init__(self, config: Config = Config(),
+               trunk: base.TrunkFacts = base.PAPER_TRUNK):
+    if config.image_size % trunk.output_stride:
       raise ValueError(
           f"image_size ({config.image_size}) must be a multiple of the "
-          f"output stride ({config.output_stride}).")
+          f"trunk's output stride ({trunk.output_stride}).")
     self.config = config
-    # Skip counts of the image source of the last make_dataset.
-    self.skipped: Optional[sources.SkipCounter] = None
+    # Targets are the mean ab of each output_stride^2 block.
+    self.output_stride = trunk.output_stride
     ab_bins.bin_centres()  # computed (and cached) eagerly, once
     prior = ab_bins.load_prior(config.prior_path)
     self.class_weights = tf.constant(
@@ -171,18 +178,19 @@ class Task:
   # ---- data -----------------------------------------------------------------
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None) -> tf.data.Dataset:
-    """Batched ``(images, labels)``; see the module docstring for shapes."""
+                   seed: Optional[int] = None):
+    """Batched ``(images, labels)`` (shapes: module docstring) and the image
+    source's skip counter."""
     cfg = self.config
     source = sources.ImageSource(data)
-    self.skipped = source.skipped
     pair_seeds = tf.data.Dataset.random(seed=seed).batch(2)
     examples = tf.data.Dataset.zip((source.dataset(seed), pair_seeds))
     examples = examples.map(
-        lambda image, s: lab_example(image, cfg.image_size, cfg.output_stride,
+        lambda image, s: lab_example(image, cfg.image_size, self.output_stride,
                                      cfg.grayscale_threshold, seed=s),
         num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
-    return examples.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    batches = examples.batch(batch_size, drop_remainder=True)
+    return batches.prefetch(AUTOTUNE), source.skipped
 
   # ---- model ----------------------------------------------------------------
 
@@ -204,7 +212,7 @@ class Task:
     if all(g.is_fully_defined() for g in grids) and grids[0] != grids[1]:
       raise ValueError(
           f"Logits grid {logits.shape[1:3]} differs from the target grid "
-          f"{ab.shape[1:3]}; Config.output_stride must match the trunk's.")
+          f"{ab.shape[1:3]}; the task was built for another trunk stride.")
     return tf.ones(tf.shape(ab)[:3]) * labels["colour"][:, None, None]
 
   def loss(self, labels, outputs) -> tf.Tensor:
@@ -256,7 +264,8 @@ class Task:
 
 
 def empirical_prior(data: config_lib.DataConfig, num_images: int,
-                    config: Config = Config()):
+                    config: Config = Config(),
+                    trunk: base.TrunkFacts = base.PAPER_TRUNK):
   """The smoothed empirical prior p̃ of a data source's colorization targets.
 
   Reads ``num_images`` images (the source is cycled if it has fewer), takes
@@ -276,7 +285,7 @@ def empirical_prior(data: config_lib.DataConfig, num_images: int,
   source = sources.ImageSource(data)
 
   def histogram(image):
-    _, labels = lab_example(image, config.image_size, config.output_stride,
+    _, labels = lab_example(image, config.image_size, trunk.output_stride,
                             config.grayscale_threshold)
     return ab_bins.bin_histogram(labels["ab"]) * labels["colour"], \
         labels["colour"]

@@ -84,6 +84,11 @@ class Config:
   weight_decay: float = 1e-4
 
 
+# A tiny configuration for tests and smoke runs (tasks/base.py): trains in
+# seconds on a depth-14, width-8 trunk.
+TINY = Config(patch_units=((32, 8, 2), (16, 8, 2)))
+
+
 def _log_uniform(shape, seed, low_high):
   low, high = low_high
   return tf.exp(tf.random.stateless_uniform(
@@ -192,11 +197,13 @@ class Task:
   """The exemplar task (contract: ``tasks/base.py``)."""
 
   name = NAME
+  source_kind = base.IMAGES
   trunk_inputs_per_example = 2
 
-  def __init__(self, cfg: Config = Config()):
+  def __init__(self, cfg: Config = Config(),
+               trunk: base.TrunkFacts = base.PAPER_TRUNK):
+    del trunk  # the head takes the feature shape it is given
     self.config = cfg
-    self.skipped = None  # the SkipCounter of the last make_dataset source.
 
   @property
   def input_shape(self):
@@ -230,14 +237,14 @@ class Task:
     return views
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed=None) -> tf.data.Dataset:
-    """``(images [2B, P, P, 3] float32, {"negative": [B] int32})`` batches."""
+                   seed=None):
+    """``(images [2B, P, P, 3] float32, {"negative": [B] int32})`` batches,
+    and the image source's skip counter."""
     if batch_size < 2:
       raise ValueError(
           f"The exemplar task takes its negatives from other examples of the "
           f"batch: batch_size must be >= 2, got {batch_size}.")
     source = sources.ImageSource(data)
-    self.skipped = source.skipped
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
     examples = examples.map(self.make_example, num_parallel_calls=AUTOTUNE,
@@ -248,7 +255,7 @@ class Task:
       images = tf.reshape(views, (2 * batch_size,) + self.input_shape)
       return images, {"negative": negative}
     batches = examples.batch(batch_size, drop_remainder=True)
-    return batches.map(to_trunk_batch).prefetch(AUTOTUNE)
+    return batches.map(to_trunk_batch).prefetch(AUTOTUNE), source.skipped
 
   # ---- model ----------------------------------------------------------------
 

@@ -38,7 +38,17 @@ def get_module(name: str):
   return importlib.import_module(_MODULES[name])
 
 
-def build(name: str, config: Optional[object] = None):
-  """Returns ``Task(config)`` of task ``name`` (default config if None)."""
+def build(name: str, config: Optional[object] = None,
+          trunk: Optional[object] = None):
+  """Returns ``Task(config, trunk)`` of task ``name``.
+
+  Args:
+    name: a registered name.
+    config: the task's ``Config`` (None: its defaults, the paper's).
+    trunk: ``base.TrunkFacts`` of the trunk it trains (None: the paper's).
+  """
   module = get_module(name)
-  return module.Task(config if config is not None else module.Config())
+  if trunk is None:
+    from mtssl_tf.tasks import base  # pylint: disable=g-import-not-at-top
+    trunk = base.PAPER_TRUNK
+  return module.Task(config if config is not None else module.Config(), trunk)

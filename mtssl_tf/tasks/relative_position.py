@@ -89,6 +89,12 @@ class Config:
   weight_decay: float = 1e-4
 
 
+# A tiny configuration for tests and smoke runs (tasks/base.py): trains in
+# seconds on a depth-14, width-8 trunk.
+TINY = Config(patch_units=((32, 8, 2), (16, 8, 2)), fc_width=32,
+              fc_bottleneck=8)
+
+
 def _uniform_int(seed, low, high):
   """Stateless integer uniform in [low, high] (inclusive), scalar."""
   return tf.random.stateless_uniform([], seed, low, high + 1, dtype=tf.int32)
@@ -157,11 +163,13 @@ class Task:
   """The relative-position task (contract: ``tasks/base.py``)."""
 
   name = NAME
+  source_kind = base.IMAGES
   trunk_inputs_per_example = 2
 
-  def __init__(self, cfg: Config = Config()):
+  def __init__(self, cfg: Config = Config(),
+               trunk: base.TrunkFacts = base.PAPER_TRUNK):
+    del trunk  # the head takes the feature shape it is given
     self.config = cfg
-    self.skipped = None  # the SkipCounter of the last make_dataset source.
 
   @property
   def input_shape(self):
@@ -200,10 +208,10 @@ class Task:
     return patches, label
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed=None) -> tf.data.Dataset:
-    """``(images [2B, P, P, 3] float32, {"position": [B] int32})`` batches."""
+                   seed=None):
+    """``(images [2B, P, P, 3] float32, {"position": [B] int32})`` batches,
+    and the image source's skip counter."""
     source = sources.ImageSource(data)
-    self.skipped = source.skipped
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
     examples = examples.map(self.make_example, num_parallel_calls=AUTOTUNE,
@@ -213,7 +221,7 @@ class Task:
     def to_trunk_batch(patches, labels):
       images = tf.reshape(patches, (2 * batch_size,) + self.input_shape)
       return images, {"position": labels}
-    return batches.map(to_trunk_batch).prefetch(AUTOTUNE)
+    return batches.map(to_trunk_batch).prefetch(AUTOTUNE), source.skipped
 
   # ---- model ----------------------------------------------------------------
 

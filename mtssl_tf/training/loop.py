@@ -124,9 +124,10 @@ def train(trunk_config: config_lib.TrunkConfig,
 
   # ---- Data: one iterator per task, outside the strategy scope (the skip
   # counters of the sources are host variables updated inside tf.data).
-  datasets = {t: tasks[t].make_dataset(data[t], cfg.batch_size_of(t),
-                                       seed=cfg.seed + 1000 * worker + i)
-              for i, t in enumerate(names)}
+  datasets, skip_counters = {}, {}
+  for i, t in enumerate(names):
+    datasets[t], skip_counters[t] = tasks[t].make_dataset(
+        data[t], cfg.batch_size_of(t), seed=cfg.seed + 1000 * worker + i)
   iterators = {t: iter(ds) for t, ds in datasets.items()}
 
   # ---- Model, optimizers, state -------------------------------------------
@@ -197,8 +198,7 @@ def train(trunk_config: config_lib.TrunkConfig,
       start_cost=float(state.cost.numpy()))
 
   def skipped_counts():
-    return {t: tasks[t].skipped.as_dict()
-            for t in names if getattr(tasks[t], "skipped", None) is not None}
+    return {t: c.as_dict() for t, c in skip_counters.items() if c is not None}
 
   def write_scalars(step, logs, rates, steps_per_sec):
     with writer.as_default(step=step):
@@ -235,7 +235,7 @@ def train(trunk_config: config_lib.TrunkConfig,
     log(f"Saved {path} ({reason})")
     if chief and skipping.write_report(  # the bad inputs, one list per run
         os.path.join(cfg.model_dir, skipping.REPORT),
-        {t: getattr(tasks[t], "skipped", None) for t in names}):
+        skip_counters):
       log(f"Skipped inputs (distinct, by reason): {skipped_counts()}; listed "
           f"in {skipping.REPORT}")
     return path

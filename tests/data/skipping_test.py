@@ -85,12 +85,13 @@ class _SkippingToyTask(toy_task.Task):
   """A toy task whose data meets two bad "files" over and over."""
 
   def make_dataset(self, data, batch_size, seed=None):
-    self.skipped = skipping.SkipCounter(("undecodable",))
+    skipped = skipping.SkipCounter(("undecodable",))
     numbers = tf.data.Dataset.range(10**9).filter(
-        lambda i: self.skipped.keep(i % 4 == 0, "undecodable",
-                                    tf.strings.format("bad{}.jpg", i % 2)))
-    good = super().make_dataset(data, batch_size, seed)
-    return tf.data.Dataset.zip((numbers, good)).map(lambda _, batch: batch)
+        lambda i: skipped.keep(i % 4 == 0, "undecodable",
+                               tf.strings.format("bad{}.jpg", i % 2)))
+    good, _ = super().make_dataset(data, batch_size, seed)
+    return (tf.data.Dataset.zip((numbers, good)).map(lambda _, batch: batch),
+            skipped)
 
 
 def test_training_writes_the_list_of_bad_files_to_the_model_dir(tmp_path):

@@ -8,6 +8,7 @@ from PIL import Image
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import ab_bins
 from mtssl_tf.data import tfrecord_format
+from mtssl_tf.tasks import base
 from mtssl_tf.tasks import colorization
 from mtssl_tf.tasks import registry
 from tests.tasks import task_fixtures
@@ -22,7 +23,7 @@ def _lab(rgb):
 
 def _example(image, config=TINY):
   return colorization.lab_example(tf.constant(image, tf.uint8),
-                                  config.image_size, config.output_stride,
+                                  config.image_size, 8,
                                   config.grayscale_threshold)
 
 
@@ -163,15 +164,15 @@ def _check_batch(dataset, batch=2, size=64):
 
 def test_datasets_from_all_sources(tmp_path):
   task = colorization.Task(TINY)
-  _check_batch(task.make_dataset(config_lib.DataConfig(), 2, seed=0))
+  _check_batch(task.make_dataset(config_lib.DataConfig(), 2, seed=0)[0])
   paths = _write_images(tmp_path)
   (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-  folder = task.make_dataset(
+  folder, skipped = task.make_dataset(
       config_lib.DataConfig(source="folder", path=str(tmp_path)), 2, seed=0)
   _check_batch(folder)
   for _ in folder.take(4):  # 8 images: two full passes over the 4 files
     pass
-  assert task.skipped.as_dict()["undecodable"] >= 1
+  assert skipped.as_dict()["undecodable"] >= 1
   (tmp_path / "broken.jpg").unlink()
   record_file = tmp_path / "images.tfrecord"
   with tf.io.TFRecordWriter(str(record_file)) as writer:
@@ -180,13 +181,21 @@ def test_datasets_from_all_sources(tmp_path):
           path.read_bytes(), path.suffix[1:], path.name))
   _check_batch(task.make_dataset(
       config_lib.DataConfig(source="tfrecord", path=str(record_file)), 2,
-      seed=0))
+      seed=0)[0])
+
+
+def test_targets_follow_the_trunk_stride():
+  task = colorization.Task(TINY, base.TrunkFacts(output_stride=16))
+  _, labels = next(iter(task.make_dataset(config_lib.DataConfig(), 2,
+                                          seed=0)[0]))
+  assert labels["ab"].shape == (2, 4, 4, 2)
 
 
 def test_seeded_pipeline_is_reproducible():
   task = colorization.Task(TINY)
-  first = next(iter(task.make_dataset(config_lib.DataConfig(), 2, seed=3)))
-  second = next(iter(task.make_dataset(config_lib.DataConfig(), 2, seed=3)))
+  first = next(iter(task.make_dataset(config_lib.DataConfig(), 2, seed=3)[0]))
+  second = next(iter(task.make_dataset(config_lib.DataConfig(), 2,
+                                       seed=3)[0]))
   np.testing.assert_array_equal(first[0].numpy(), second[0].numpy())
 
 
@@ -196,14 +205,17 @@ def test_registered_as_col():
 
 
 def test_bad_config_is_rejected():
-  with pytest.raises(ValueError, match="multiple of the output stride"):
+  with pytest.raises(ValueError, match="multiple of the trunk's output stride"):
     colorization.Task(colorization.Config(image_size=60))
+  with pytest.raises(ValueError, match=r"output stride \(32\)"):
+    colorization.Task(colorization.Config(image_size=80),
+                      base.TrunkFacts(output_stride=32))
 
 
 @pytest.mark.slow
 def test_tiny_network_learns():
   task = colorization.Task(TINY)
   images, labels = next(iter(task.make_dataset(config_lib.DataConfig(), 4,
-                                               seed=0)))
+                                               seed=0)[0]))
   losses = task_fixtures.train_steps(task, images, labels, 40)
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses

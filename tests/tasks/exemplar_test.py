@@ -137,7 +137,7 @@ def test_make_dataset_from_every_source(tmp_path):
       task_fixtures.image_records(str(tmp_path / "images.tfrecord")),
   ]
   for data in data_configs:
-    for images, labels in task.make_dataset(data, 3, seed=1).take(2):
+    for images, labels in task.make_dataset(data, 3, seed=1)[0].take(2):
       assert images.shape == (6, 96, 96, 3) and images.dtype == tf.float32
       np.testing.assert_array_equal(labels["negative"], [1, 2, 0])
   with pytest.raises(ValueError, match="batch_size must be >= 2"):
@@ -159,6 +159,6 @@ def test_head_shapes_and_summaries():
 def test_short_training_run_reduces_the_loss():
   task = ex.Task(TINY)
   images, labels = next(iter(task.make_dataset(config.DataConfig(), 6,
-                                               seed=0)))
+                                               seed=0)[0]))
   losses = task_fixtures.train_steps(task, images, labels, steps=25)
   assert np.mean(losses[-3:]) < 0.5 * losses[0], losses

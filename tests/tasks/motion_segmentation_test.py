@@ -1,27 +1,19 @@
 """Tests of the motion segmentation task: labels, loss, metrics, data."""
 
-import io
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from mtssl_tf import config as config_lib
+from mtssl_tf.data import motion_source
 from mtssl_tf.data import tfrecord_format
+from mtssl_tf.tasks import base
 from mtssl_tf.tasks import motion_segmentation as ms
 from mtssl_tf.tasks import registry
 from tests.tasks import task_fixtures
 
 TINY = ms.Config(head_width=16, builtin_videos=2, builtin_frames=3)
 H, W = tfrecord_format.FRAME_HEIGHT, tfrecord_format.FRAME_WIDTH
-
-
-def _png(array):
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format="PNG")
-  return buffer.getvalue()
 
 
 @pytest.mark.parametrize("in_tf_data", [False, True])
@@ -93,21 +85,19 @@ def _check_batch(dataset, batch=2):
 
 def test_builtin_source_shapes_and_labels_match_frames():
   task = ms.Task(TINY)
-  _, labels = _check_batch(task.make_dataset(config_lib.DataConfig(), 2,
-                                             seed=0))
-  frames, masks = ms.builtin_frames(2, 3)
-  assert frames.shape == (6, H, W, 3) and masks.shape == (6, H, W, 1)
-  assert 0.0 < masks.mean() / 255 < 0.6
+  dataset, skipped = task.make_dataset(config_lib.DataConfig(), 2, seed=0)
+  _, labels = _check_batch(dataset)
+  assert skipped.reasons == motion_source.SKIP_REASONS
   assert 0.0 < labels["mask"].numpy().mean() < 0.6
 
 
-def _motion_records(path, frames, masks, extra=()):
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for i, (frame, mask) in enumerate(zip(frames, masks)):
-      writer.write(tfrecord_format.motion_example(
-          _png(frame), _png(mask[..., 0]), "video", i))
-    for record in extra:
-      writer.write(record)
+def test_masks_follow_the_trunk_stride():
+  task = ms.Task(TINY, base.TrunkFacts(output_stride=16))
+  _, labels = next(iter(task.make_dataset(config_lib.DataConfig(), 2,
+                                          seed=0)[0]))
+  assert labels["mask"].shape == (2, 15, 20)
+  with pytest.raises(ValueError, match="must divide the frame size"):
+    ms.Task(TINY, base.TrunkFacts(output_stride=64))
 
 
 def test_records_round_trip(tmp_path):
@@ -115,9 +105,9 @@ def test_records_round_trip(tmp_path):
   frame = rng.integers(0, 256, (H, W, 3)).astype(np.uint8)
   mask = np.zeros((H, W, 1), np.uint8)
   mask[:, :160] = 255  # left half moves
-  _motion_records(tmp_path / "a.tfrecord", [frame], [mask])
+  task_fixtures.motion_records(tmp_path / "a.tfrecord", [frame], [mask])
   task = ms.Task(TINY)
-  dataset = task.make_dataset(
+  dataset, skipped = task.make_dataset(
       config_lib.DataConfig(source="tfrecord",
                             path=str(tmp_path / "*.tfrecord")), 4, seed=1)
   images, labels = _check_batch(dataset, batch=4)
@@ -133,85 +123,13 @@ def test_records_round_trip(tmp_path):
     else:
       expected[:, :20] = 1
     np.testing.assert_array_equal(labels["mask"][i].numpy(), expected)
-  assert task.skipped.total() == 0
+  assert skipped.total() == 0
 
 
-def test_bad_records_are_skipped_and_counted(tmp_path):
-  rng = np.random.default_rng(0)
-  frames = rng.integers(0, 256, (2, H, W, 3)).astype(np.uint8)
-  masks = np.zeros((2, H, W, 1), np.uint8)
-  good_frame, good_mask = _png(frames[0]), _png(masks[0, ..., 0])
-  extra = [
-      b"not a tf.Example",                                     # bad_record
-      tf.train.Example().SerializeToString(),                  # bad_record
-      tfrecord_format.image_example(good_frame, "png"),        # bad_record
-      # Truncated PNG: undecodable.
-      tfrecord_format.motion_example(good_frame[:200], good_mask),
-      tfrecord_format.motion_example(_png(frames[0, :120]), good_mask),  # size
-      tfrecord_format.motion_example(good_frame, _png(masks[0, :, :100, 0])),
-  ]
-  _motion_records(tmp_path / "m.tfrecord", frames, masks, extra)
-  task = ms.Task(TINY)
-  data = config_lib.DataConfig(source="folder", path=str(tmp_path))
-  pairs = list(task.pairs(data, seed=0, repeat=False))
-  assert len(pairs) == 2
-  assert task.skipped.as_dict() == {"bad_record": 3, "undecodable": 1,
-                                    "wrong_size": 2, "bad_shard": 0}
-  # The training pipeline keeps going past them.
-  images, _ = _check_batch(task.make_dataset(data, 2, seed=0))
-  assert task.skipped.total() > 0
-  for image in images.numpy():
-    assert any(np.allclose(image, f / 255 * 2 - 1, atol=1e-6) or
-               np.allclose(image, f[:, ::-1] / 255 * 2 - 1, atol=1e-6)
-               for f in frames)
-
-
-def test_damaged_shards_are_skipped_and_the_rest_is_read(tmp_path):
-  """A truncated and a corrupted shard: their readable records and the good
-  shard's are used; each bad shard is counted once, with its path."""
-  rng = np.random.default_rng(0)
-  frames = rng.integers(0, 256, (9, H, W, 3)).astype(np.uint8)
-  masks = np.zeros((9, H, W, 1), np.uint8)
-  for name, part in (("good", 0), ("trunc", 1), ("corrupt", 2)):
-    _motion_records(tmp_path / f"{name}.tfrecord", frames[3 * part:][:3],
-                    masks[:3])
-  data = (tmp_path / "trunc.tfrecord").read_bytes()
-  record = len(data) // 3
-  (tmp_path / "trunc.tfrecord").write_bytes(data[:record + record // 2])
-  data = bytearray((tmp_path / "corrupt.tfrecord").read_bytes())
-  data[2 * record + 100] ^= 0xFF   # inside the third record: CRC mismatch
-  (tmp_path / "corrupt.tfrecord").write_bytes(bytes(data))
-  task = ms.Task(TINY)
-  config = config_lib.DataConfig(source="folder", path=str(tmp_path))
-  pairs = list(task.pairs(config, seed=0, repeat=False))
-  got = sorted(int(np.argmax([np.array_equal(f, p[0].numpy())
-                              for f in frames])) for p in pairs)
-  assert got == [0, 1, 2, 3, 6, 7]
-  assert task.skipped.as_dict() == {"bad_record": 0, "undecodable": 0,
-                                    "wrong_size": 0, "bad_shard": 2}
-  assert sorted(os.path.basename(i["item"]) for i in task.skipped.items()) == [
-      "corrupt.tfrecord", "trunc.tfrecord"]
-  # Training reads on past them, pass after pass; shards count once.
-  _check_batch(task.make_dataset(config, 8, seed=0), batch=8)
-  assert task.skipped.as_dict()["bad_shard"] == 2
-  assert task.skipped.events()["bad_shard"] >= 2
-
-
-def test_unusable_sources_fail_at_start_up(tmp_path):
-  task = ms.Task(TINY)
+def test_unusable_sources_fail_when_the_dataset_is_made(tmp_path):
   with pytest.raises(ValueError, match="make_motion_masks"):
-    task.make_dataset(config_lib.DataConfig(source="folder",
-                                            path=str(tmp_path)), 2)
-  with tf.io.TFRecordWriter(str(tmp_path / "images.tfrecord")) as writer:
-    writer.write(tfrecord_format.image_example(b"jpeg bytes", "jpeg"))
-  with pytest.raises(ValueError, match="no motion-segmentation records"):
-    task.make_dataset(config_lib.DataConfig(source="folder",
-                                            path=str(tmp_path)), 2)
-  with pytest.raises(ValueError, match="matches no files"):
-    task.make_dataset(config_lib.DataConfig(
-        source="tfrecord", path=str(tmp_path / "none-*.tfrecord")), 2)
-  with pytest.raises(ValueError, match="reads sources"):
-    task.make_dataset(config_lib.DataConfig(source="tfds", tfds_name="x"), 2)
+    ms.Task(TINY).make_dataset(config_lib.DataConfig(source="folder",
+                                                     path=str(tmp_path)), 2)
 
 
 def test_summary_images():
@@ -232,6 +150,6 @@ def test_summary_images():
 def test_tiny_network_learns():
   task = ms.Task(TINY)
   images, labels = next(iter(task.make_dataset(config_lib.DataConfig(), 2,
-                                               seed=0)))
+                                               seed=0)[0]))
   losses = task_fixtures.train_steps(task, images, labels, 30)
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses

@@ -1,4 +1,5 @@
-"""Shared fixtures for the image-task tests: tiny folders and TFRecords."""
+"""Shared fixtures for the task tests: tiny image folders, image and motion
+TFRecords, a tiny trunk."""
 
 import io
 import os
@@ -44,6 +45,24 @@ def image_records(path, count=3):
       writer.write(tfrecord_format.image_example(
           _jpeg(i, 200 + 40 * i, 260), "jpeg", f"img{i}.jpg"))
   return config.DataConfig("tfrecord", path)
+
+
+def png(array):
+  """PNG bytes of a uint8 ``[H, W]`` or ``[H, W, 3]`` array."""
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def motion_records(path, frames, masks, extra=()):
+  """Motion records of uint8 frames ``[H, W, 3]`` and masks ``[H, W, 1]``
+  (the format of tools/make_motion_masks.py), then the ``extra`` records."""
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i, (frame, mask) in enumerate(zip(frames, masks)):
+      writer.write(tfrecord_format.motion_example(
+          png(frame), png(mask[..., 0]), "video", i))
+    for record in extra:
+      writer.write(record)
 
 
 def tiny_model(task):

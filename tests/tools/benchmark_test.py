@@ -29,7 +29,7 @@ def test_smoke_run_prints_tables_and_writes_json(tmp_path):
                 "--precisions=float32", "--options=steps_per_call",
                 "--steps_per_call=2", "--depth=14", "--base_width=8",
                 "--trunk_size=64", "--steps=2", "--warmup=1", "--rounds=1",
-                "--task_override=col.head_width=32", f"--output_json={out}")
+                "--col.head_width=32", f"--output_json={out}")
   assert result.returncode == 0, result.stderr[-3000:]
   for title in ("## Machine", "## Training step per task",
                 "## Trunk alone vs TF-Slim", "## Input pipelines",

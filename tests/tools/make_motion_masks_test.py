@@ -85,7 +85,7 @@ def test_videos_to_records_the_ms_task_reads(tmp_path):
   task = registry.build("ms", motion_segmentation.Config(head_width=8))
   data = config_lib.DataConfig(source="tfrecord",
                                path=str(out / "*.tfrecord"))
-  images, labels = next(iter(task.make_dataset(data, 2, seed=0)))
+  images, labels = next(iter(task.make_dataset(data, 2, seed=0)[0]))
   assert images.shape == (2, 240, 320, 3)
   assert labels["mask"].shape == (2, 30, 40)
   assert 0 < float(tf.reduce_mean(labels["mask"])) < 0.6

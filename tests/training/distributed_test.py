@@ -48,7 +48,8 @@ bn_expected = {}
 expected = dict(w0)
 for i, n in enumerate(names):
   variables = net.task_variables(n)
-  batches = list(ref_tasks[n].make_dataset(None, 2, seed=cfg.seed + i).take(2))
+  dataset, _ = ref_tasks[n].make_dataset(None, 2, seed=cfg.seed + i)
+  batches = list(dataset.take(2))
   grads, pooled_means = [], []
   for images, labels in batches:
     block3 = net.trunk(images, training=True)["block3"]

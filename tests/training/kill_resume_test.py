@@ -16,8 +16,8 @@ from mtssl_tf.tasks import registry
 from mtssl_tf.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-TINY_RP = ["--task_override=rp.patch_units=((32,8,2),(16,8,2))",
-           "--task_override=rp.fc_width=32", "--task_override=rp.fc_bottleneck=8"]
+TINY_RP = ["--rp.patch_units=((32,8,2),(16,8,2))",
+           "--rp.fc_width=32", "--rp.fc_bottleneck=8"]
 
 
 def _main_args(model_dir, max_steps):

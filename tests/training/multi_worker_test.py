@@ -32,9 +32,9 @@ def test_two_workers_train_and_the_chief_writes(tmp_path):
           "--strategy=multi_worker", "--depth=14", "--base_width=8",
           "--max_steps=3", "--log_every_steps=1", f"--model_dir={model_dir}",
           "--checkpoint_every_steps=2", "--image_summary_every_steps=0",
-          "--task_override=rp.patch_units=((32,8,2),(16,8,2))",
-          "--task_override=rp.fc_width=32", "--task_override=rp.fc_bottleneck=8",
-          "--task_override=col.head_width=16", "--task_override=col.image_size=64"]
+          "--rp.patch_units=((32,8,2),(16,8,2))",
+          "--rp.fc_width=32", "--rp.fc_bottleneck=8",
+          "--col.head_width=16", "--col.image_size=64"]
   procs = []
   for index in range(2):
     tf_config = {"cluster": {"worker": workers},

@@ -157,8 +157,8 @@ def test_speed_flags_are_documented():
 def test_main_trains_with_speed_flags(tmp_path):
   result = _main(
       "--tasks=rp", "--depth=14", "--base_width=8", "--max_steps=3",
-      "--task_override=rp.patch_units=((32,8,2),(16,8,2))",
-      "--task_override=rp.fc_width=32", "--task_override=rp.fc_bottleneck=8",
+      "--rp.patch_units=((32,8,2),(16,8,2))",
+      "--rp.fc_width=32", "--rp.fc_bottleneck=8",
       "--mixed_precision=mixed_bfloat16", "--steps_per_call=2",
       "--intra_op_threads=1", "--inter_op_threads=1", "--log_every_steps=1",
       "--image_summary_every_steps=0", f"--model_dir={tmp_path / 'run'}")

@@ -21,10 +21,12 @@ class Config:
 class Task:
   """The contract of mtssl_tf/tasks/base.py, minimal."""
 
+  source_kind = "images"
+  trunk_inputs_per_example = 1
+
   def __init__(self, config: Config = Config(), name: str = "toy"):
     self.config = config
     self.name = name
-    self.skipped = None
     self._calls = tf.Variable(0, trainable=False) if config.nan_after >= 0 else None
 
   @property
@@ -42,8 +44,9 @@ class Task:
           [size, size, 3], rng_seed, stddev=0.3)
       return image, {"label": tf.cast(i % 2 == 0, tf.int32)}
 
-    return (tf.data.Dataset.range(10**9).map(example)
-            .batch(batch_size, drop_remainder=True).prefetch(2))
+    dataset = (tf.data.Dataset.range(10**9).map(example)
+               .batch(batch_size, drop_remainder=True).prefetch(2))
+    return dataset, None  # nothing to skip
 
   def build_head(self, feature_shape):
     features = tf_keras.Input(tuple(feature_shape))
