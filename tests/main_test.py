@@ -16,7 +16,9 @@ from mtssl_tf.tasks import colorization
 from mtssl_tf.tasks import relative_position
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
-FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
+# Training flagfiles (eval_*.cfg are python -m mtssl_tf.evaluate's).
+FLAGFILES = sorted(f for f in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))
+                   if not os.path.basename(f).startswith("eval_"))
 
 
 def _configs(*args):
