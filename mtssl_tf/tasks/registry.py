@@ -23,6 +23,7 @@ register("rp", "mtssl_tf.tasks.relative_position")
 register("col", "mtssl_tf.tasks.colorization")
 register("ex", "mtssl_tf.tasks.exemplar")
 register("ms", "mtssl_tf.tasks.motion_segmentation")
+register("rot", "mtssl_tf.tasks.rotation")
 
 
 def names() -> List[str]:
