@@ -28,6 +28,8 @@ INSTALL_REQUIRES = [
     # VOC07 linear SVMs and low-shot (evaluation/voc07_svm.py): LinearSVC and
     # cross-validation, as Goyal et al. 2019's benchmark and VISSL use.
     "scikit-learn>=1.3",
+    # Figures of python -m mtssl_tf.report (paper Figures 3-5).
+    "matplotlib>=3.7",
 ]
 
 TEST_REQUIRES = [
