@@ -28,7 +28,8 @@ INSTALL_REQUIRES = [
     # VOC07 linear SVMs and low-shot (evaluation/voc07_svm.py): LinearSVC and
     # cross-validation, as Goyal et al. 2019's benchmark and VISSL use.
     "scikit-learn>=1.3",
-    # Figures of python -m mtssl_tf.report (paper Figures 3-5).
+    # Figures of python -m mtssl_tf.report (paper Figures 3-5);
+    # and colour maps of depth images in TensorBoard (evaluation/nyu_depth.py).
     "matplotlib>=3.7",
 ]
 

@@ -22,6 +22,7 @@ def register(name: str, module_path: str) -> None:
 register("imagenet_linear", "mtssl_tf.evaluation.imagenet_linear")
 register("knn", "mtssl_tf.evaluation.knn")
 register("voc07_svm", "mtssl_tf.evaluation.voc07_svm")
+register("nyu_depth", "mtssl_tf.evaluation.nyu_depth")
 
 
 def names() -> List[str]:
