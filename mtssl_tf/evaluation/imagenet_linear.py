@@ -205,10 +205,7 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
       with ctx.writer.as_default(step=current):
         tf.summary.scalar(f"{NAME}/loss", loss)
         tf.summary.scalar(f"{NAME}/train_top1", accuracy)
-        tf.summary.scalar(f"{NAME}/learning_rate",
-                          optimizer.learning_rate if not callable(
-                              optimizer.learning_rate)
-                          else optimizer.learning_rate(current))
+        tf.summary.scalar(f"{NAME}/learning_rate", optimizer.learning_rate)
         tf.summary.scalar(f"{NAME}/skipped_train_inputs",
                           train_set.skipped.total())
         if lasso is not None:

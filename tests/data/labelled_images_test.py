@@ -103,3 +103,52 @@ def test_val_class_folder_unknown_to_train_is_an_error(tmp_path):
     labelled_images.LabelledImages(Config(
         source="folder", train_path=f"{root}/train", val_path=f"{root}/val"),
                                    "val")
+
+
+# ---- TFDS: a prepared data set with an image and a class label ---------------
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+class MtsslTinyLabelled(tfds.core.GeneratorBasedBuilder):
+  """A 3-class TFDS data set with train and validation splits, built locally
+  (no download), shaped like imagenet2012 (image + ClassLabel)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(names=["r", "g", "b"]),
+        }))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(6),
+            "validation": self._generate_examples(3)}
+
+  def _generate_examples(self, n):
+    for i in range(n):
+      colour = [(200, 40, 40), (40, 200, 40), (40, 40, 200)][i % 3]
+      yield i, {"image": eval_fixtures.textured_image(colour, i),
+                "label": i % 3}
+
+
+def test_prepared_tfds_data_set(tmp_path):
+  data_dir = str(tmp_path / "tfds")
+  MtsslTinyLabelled(data_dir=data_dir).download_and_prepare()
+  cfg = Config(source="tfds", tfds_name="mtssl_tiny_labelled",
+               tfds_data_dir=data_dir)
+  train = labelled_images.LabelledImages(cfg, "train")
+  val = labelled_images.LabelledImages(cfg, "val")
+  assert train.class_names == ["r", "g", "b"]
+  assert (train.num_examples, val.num_examples) == (6, 3)
+  examples = _all(val)
+  assert sorted(label for _, label in examples) == [0, 1, 2]
+  assert examples[0][0] == (40, 52, 3)
+  with pytest.raises(ValueError, match="no split"):
+    labelled_images.LabelledImages(
+        Config(source="tfds", tfds_name="mtssl_tiny_labelled",
+               tfds_data_dir=data_dir, tfds_val_split="test"), "val")
