@@ -16,9 +16,11 @@ from mtssl_tf.tasks import colorization
 from mtssl_tf.tasks import relative_position
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
-# Training flagfiles (eval_*.cfg are python -m mtssl_tf.evaluate's).
+# Training flagfiles (eval_*.cfg are python -m mtssl_tf.evaluate's,
+# experiment_*.cfg python -m mtssl_tf.experiment's).
 FLAGFILES = sorted(f for f in glob.glob(os.path.join(ROOT, "flags", "*.cfg"))
-                   if not os.path.basename(f).startswith("eval_"))
+                   if not os.path.basename(f).startswith(("eval_",
+                                                          "experiment_")))
 
 
 def _configs(*args):
@@ -39,12 +41,14 @@ def test_there_is_a_flagfile_per_paper_experiment():
 def test_every_flagfile_parses_and_validates(path):
   trunk, task_configs, data, train, export_dir = _configs(
       f"--flagfile={path}")
-  assert trunk.depth == 101 and trunk.output_stride == 8
-  assert train.model_dir == os.path.join(
-      "runs", os.path.basename(path)[:-4])
+  name = os.path.basename(path)
+  if name.startswith("demo_"):  # the tiny built-in demonstration's trunk
+    assert trunk.depth == 26 and trunk.base_width == 8
+  else:  # a paper experiment
+    assert trunk.depth == 101 and trunk.output_stride == 8
+    assert train.model_dir == os.path.join("runs", name[:-4])
   assert set(task_configs) == set(data)
   assert export_dir is None
-  name = os.path.basename(path)
   if "harmonized" in name:
     assert task_configs["rp"].harmonize
   if "lasso" in name:
