@@ -23,6 +23,7 @@ register("imagenet_linear", "mtssl_tf.evaluation.imagenet_linear")
 register("knn", "mtssl_tf.evaluation.knn")
 register("voc07_svm", "mtssl_tf.evaluation.voc07_svm")
 register("nyu_depth", "mtssl_tf.evaluation.nyu_depth")
+register("voc07_detection", "mtssl_tf.evaluation.voc07_detection")
 
 
 def names() -> List[str]:
