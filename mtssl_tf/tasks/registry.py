@@ -24,6 +24,7 @@ register("col", "mtssl_tf.tasks.colorization")
 register("ex", "mtssl_tf.tasks.exemplar")
 register("ms", "mtssl_tf.tasks.motion_segmentation")
 register("rot", "mtssl_tf.tasks.rotation")
+register("jig", "mtssl_tf.tasks.jigsaw")
 
 
 def names() -> List[str]:
