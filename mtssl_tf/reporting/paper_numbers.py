@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 COLUMNS: Dict[str, Tuple[str, str, float]] = {
     "ImageNet top1": ("imagenet_linear", "top1", 100.0),
     "ImageNet": ("imagenet_linear", "top5", 100.0),  # recall@5 (Tables 2-4)
-    "PASCAL": ("voc07_detection", "map_50_11point", 100.0),
+    "PASCAL": ("voc07_detection", "mAP@0.5", 100.0),  # VOC07 11-point
     "NYU": ("nyu_depth", "delta1", 100.0),
     "NYU <1.25^2": ("nyu_depth", "delta2", 100.0),
     "NYU <1.25^3": ("nyu_depth", "delta3", 100.0),
