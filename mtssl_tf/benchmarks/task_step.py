@@ -45,7 +45,9 @@ def build_task_step(trunk_config: config_lib.TrunkConfig,
                     batches: Mapping[str, Tuple[tf.Tensor, object]],
                     precision: str = "float32", jit_compile: bool = False,
                     steps_per_call: int = 1,
-                    learning_rate: float = 1e-3) -> Callable[[], float]:
+                    learning_rate: float = 1e-3,
+                    optimizer_class=optimizers.SlimRMSProp
+                    ) -> Callable[[], float]:
   """A function running ``steps_per_call`` training cycles of all ``tasks``.
 
   Returns:
@@ -54,7 +56,7 @@ def build_task_step(trunk_config: config_lib.TrunkConfig,
   """
   return build_task_steps(trunk_config, tasks, batches, [list(tasks)],
                           precision, jit_compile, steps_per_call,
-                          learning_rate)["+".join(tasks)]
+                          learning_rate, optimizer_class)["+".join(tasks)]
 
 
 def build_task_steps(trunk_config: config_lib.TrunkConfig,
@@ -63,19 +65,23 @@ def build_task_steps(trunk_config: config_lib.TrunkConfig,
                      groups: Sequence[Sequence[str]],
                      precision: str = "float32", jit_compile: bool = False,
                      steps_per_call: int = 1,
-                     learning_rate: float = 1e-3) -> Dict[str, Callable]:
+                     learning_rate: float = 1e-3,
+                     optimizer_class=optimizers.SlimRMSProp
+                     ) -> Dict[str, Callable]:
   """Step functions of several task groups on ONE shared network.
 
   E.g. ``groups=[["rp"], ["col"], ["rp", "col"]]`` times the single-task
   steps and the joint step on the same variables, so that their difference
-  is the multi-task overhead alone.
+  is the multi-task overhead alone. ``optimizer_class`` is
+  ``optimizers.SlimRMSProp`` or a stand-in with its interface
+  (``benchmarks/legacy.py``'s pre-issue-16 update, for before/after runs).
 
   Returns:
     ``"+".join(group)`` -> ``step()`` as ``build_task_step``.
   """
   with speed.precision_policy(precision):
     network = multitask.MultiTaskNetwork(trunk_config, tasks)
-  opts = {t: optimizers.SlimRMSProp(learning_rate, name=f"rmsprop_{t}")
+  opts = {t: optimizer_class(learning_rate, name=f"rmsprop_{t}")
           for t in tasks}
   for t, opt in opts.items():
     opt.build(network.task_variables(t))

@@ -1,0 +1,70 @@
+"""The implementations issue 16 replaced, kept for before/after benchmarks.
+
+tools/benchmark.py's ``levers`` section times these against the current code
+in alternation, in one process, so the speed-up of each change is measured on
+the same machine state. Nothing outside the benchmark uses them.
+
+  ``ElementwiseRMSProp``  TF1 RMSProp written as ~9 elementwise ops per
+      variable (what ``training/optimizers.py`` did), plus the division of
+      every gradient by the task's group size that the update made even
+      for a group of one. The current optimizer runs TF's fused
+      ``ResourceApplyRMSProp`` kernel and skips the division.
+  ``conv3x3_fc_unit`` / ``Conv3x3RelativePosition``  rp's "fully-connected"
+      residual units as a full ResNet-v2 bottleneck unit on a 1x1 map, whose
+      3x3 conv stores 8 dead taps per weight (6.3M weights at the paper's
+      widths). The current head (``models/heads.py``) builds that conv 1x1.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+from mtssl_tf.models import heads
+from mtssl_tf.models import resnet_v2
+from mtssl_tf.tasks import relative_position
+from mtssl_tf.training import optimizers
+
+
+class ElementwiseRMSProp(optimizers.SlimRMSProp):
+  """``SlimRMSProp`` as elementwise ops (same slots, same update)."""
+
+  def apply_gradients(self, grads_and_vars):
+    ops = []
+    for grad, var, ms, mom in self._slots_of(grads_and_vars):
+      grad = grad / 1.0  # the old loop's average over a group of one
+      new_ms = self.decay * ms + (1.0 - self.decay) * tf.square(grad)
+      new_mom = self.momentum * mom + self.learning_rate * grad * (
+          tf.math.rsqrt(new_ms + self.epsilon))
+      ops.append(ms.assign(new_ms))
+      ops.append(mom.assign(new_mom))
+      ops.append(var.assign_sub(new_mom))
+    ops.append(self.iterations.assign_add(1))
+    return tf.group(ops)
+
+
+def conv3x3_fc_unit(x, depth: int, depth_bottleneck: int, name: str,
+                    weight_decay: float = 1e-4):
+  """``[N, C_in]`` -> ``[N, depth]``: a bottleneck unit on a 1x1 map."""
+  x = tf_keras.layers.Reshape((1, 1, x.shape[-1]), name=name + "/to_1x1")(x)
+  x = resnet_v2.bottleneck_unit(x, depth, depth_bottleneck, 1, name=name,
+                                weight_decay=weight_decay)
+  return tf_keras.layers.Flatten(name=name + "/flatten")(x)
+
+
+class Conv3x3RelativePosition(relative_position.Task):
+  """rp with the 3x3-conv fully-connected units (same data, loss, names)."""
+
+  def build_head(self, feature_shape) -> tf_keras.Model:
+    cfg = self.config
+    features = tf_keras.Input(shape=tuple(feature_shape), name="features")
+    x = heads.patch_units(features, cfg.patch_units, "rp_head/patch",
+                          cfg.weight_decay)
+    x = tf_keras.layers.Flatten(name="rp_head/flatten")(x)
+    x = heads.GroupConsecutive(2, name="rp_head/pairs")(x)
+    for i in range(cfg.num_fc_units):
+      x = conv3x3_fc_unit(x, cfg.fc_width, cfg.fc_bottleneck,
+                          f"rp_head/fc_{i + 1}", cfg.weight_decay)
+    x = heads.final_preactivation(x, "rp_head/postnorm")
+    logits = tf_keras.layers.Dense(
+        relative_position.NUM_CLASSES, name="rp_head/logits",
+        kernel_regularizer=tf_keras.regularizers.l2(0.5 * cfg.weight_decay))(x)
+    return tf_keras.Model(features, {"logits": logits}, name="rp_head")
