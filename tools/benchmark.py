@@ -21,6 +21,18 @@ Prints Markdown tables and writes every number to --output_json:
              input, alternated for --rounds rounds in one process.
   pipelines  examples/s of each task's tf.data pipeline with no model, and
              its ratio to the examples/s its training step consumes.
+  breakdown  where each task's step goes (benchmarks/breakdown.py): trunk
+             forward/backward, head forward/backward, the RMSProp update,
+             alternated on one network per task (--breakdown_tasks), with
+             GFLOP/s and % of peak of the trunk and head parts, the input
+             pipeline's time per batch (section pipelines) and the memory
+             floor of weights + gradients + slots.
+  levers     issue 16's changes before/after (benchmarks/legacy.py): the
+             elementwise RMSProp with the division by a group of one and
+             rp's 3x3-conv fc units against the fused kernel and 1x1 convs,
+             alternated in one process per task (--levers_tasks, --levers).
+             --compare_legacy also runs the tasks section with the old
+             implementation (its own process: peak memory before/after).
   options    speed options a user can turn on in training (main.py flags):
              XLA (--jit_compile), bf16 (--mixed_precision=mixed_bfloat16),
              --steps_per_call, alternated in one process on --options_task;
@@ -59,7 +71,9 @@ from absl import flags
 from mtssl_tf import config_flags
 from mtssl_tf.tasks import registry
 
-SECTIONS = ("tasks", "multitask", "trunk", "pipelines", "options")
+SECTIONS = ("tasks", "multitask", "trunk", "pipelines", "options",
+            "breakdown", "levers")
+LEVERS = ("before", "fused RMSProp", "1x1 fc units", "after")
 TASK_CHOICES = tuple(registry.names())
 RESULT_PREFIX = "BENCHMARK_RESULT "
 
@@ -100,6 +114,18 @@ _THREAD_SETTINGS = flags.DEFINE_list(
     "TensorFlow's default is always run too).")
 _THREAD_ROUNDS = flags.DEFINE_integer(
     "thread_rounds", 2, "Rounds over the thread settings (one process each).")
+_BREAKDOWN_TASKS = flags.DEFINE_list(
+    "breakdown_tasks", ["rp", "ex", "col", "ms"],
+    "Tasks of the breakdown section.")
+_LEVERS_TASKS = flags.DEFINE_list("levers_tasks", ["rp", "ex"],
+                                  "Tasks of the levers section.")
+_LEVERS = flags.DEFINE_list(
+    "levers", ["before", "after"],
+    f"Variants of the levers section, any of {LEVERS} (each is one more "
+    f"network in memory).")
+_COMPARE_LEGACY = flags.DEFINE_bool(
+    "compare_legacy", False, "Also run the tasks section with the "
+    "pre-issue-16 implementation (benchmarks/legacy.py).")
 _DEPTH = flags.DEFINE_integer("depth", 101, "Trunk depth.")
 _BASE_WIDTH = flags.DEFINE_integer("base_width", 64,
                                    "Trunk base width (64 = ResNet-v2).")
@@ -138,9 +164,15 @@ def _check_flags():
   for config in _TASKS.value:
     bad = [t for t in config.split("+") if t not in TASK_CHOICES]
     bad += [t for t in _MULTITASK_TASKS.value if t not in TASK_CHOICES]
+    bad += [t for t in _BREAKDOWN_TASKS.value + _LEVERS_TASKS.value
+            if t not in TASK_CHOICES]
     if bad:
       raise app.UsageError(f"--tasks: unknown task(s) {bad} in {config!r}; "
                            f"tasks are {TASK_CHOICES}.")
+  unknown_levers = set(_LEVERS.value) - set(LEVERS)
+  if unknown_levers:
+    raise app.UsageError(f"--levers: unknown {sorted(unknown_levers)}; "
+                         f"choose from {LEVERS}.")
   if min(_STEPS.value, _ROUNDS.value, _BATCH_SIZE.value) < 1 or (
       _WARMUP.value < 0):
     raise app.UsageError("--steps, --rounds, --batch_size must be >= 1 and "
@@ -169,6 +201,7 @@ def _run_worker(spec: dict, log) -> dict:
         f"{proc.stderr[-3000:]}")
   result = dict(spec, **json.loads(lines[-1][len(RESULT_PREFIX):]))
   log(f"  {spec['kind']} {spec.get('tasks', spec.get('task', ''))} "
+      f"{'(legacy) ' if spec.get('legacy') else ''}"
       f"{spec.get('precision', '')} done in {time.monotonic() - start:.0f}s")
   return result
 
@@ -192,7 +225,8 @@ def run_benchmark(log=print) -> dict:
   results = {"machine": _machine(), "flags": {
       k: flags.FLAGS[k].value for k in (
           "sections", "tasks", "precisions", "batch_size", "steps", "warmup",
-          "rounds", "depth", "base_width", "output_stride")}}
+          "rounds", "depth", "base_width", "output_stride", "breakdown_tasks",
+          "levers_tasks", "levers", "compare_legacy")}}
   log("Measuring the matmul peak")
   peak = _run_worker(dict(base, kind="peak"), log)
   results["machine"].update(
@@ -207,10 +241,12 @@ def run_benchmark(log=print) -> dict:
         slim=_SLIM.value, precisions=_PRECISIONS.value), log)]
   if "tasks" in sections:
     log("Training step per task")
+    implementations = [True, False] if _COMPARE_LEGACY.value else [False]
     results["tasks"] = [
         _run_worker(dict(base, kind="task", tasks=config.split("+"),
-                         precision=precision), log)
-        for precision in _PRECISIONS.value for config in _TASKS.value]
+                         precision=precision, legacy=old), log)
+        for precision in _PRECISIONS.value for config in _TASKS.value
+        for old in implementations]
   if "multitask" in sections:
     log("Multi-task overhead")
     results["multitask"] = [
@@ -224,6 +260,19 @@ def run_benchmark(log=print) -> dict:
     results["pipelines"] = [
         _run_worker(dict(base, kind="pipeline", tasks=[t],
                          steps=max(_STEPS.value, 10)), log) for t in singles]
+  if "breakdown" in sections:
+    log("Where each task's step goes")
+    results["breakdown"] = [
+        _run_worker(dict(base, kind="breakdown", task=t,
+                         rounds=_ROUNDS.value), log)
+        for t in _BREAKDOWN_TASKS.value]
+  if "levers" in sections:
+    log("Issue 16's changes, before and after")
+    results["levers"] = [
+        _run_worker(dict(base, kind="levers", task=t, rounds=_ROUNDS.value,
+                         variants=[v for v in _LEVERS.value
+                                   if t == "rp" or "fc" not in v]), log)
+        for t in _LEVERS_TASKS.value]
   if "options" in sections:
     log("Speed options")
     variants = ["baseline"] + [o for o in _OPTIONS.value

@@ -1,7 +1,8 @@
 """Markdown tables and target checks of tools/benchmark.py results.
 
 ``results`` is the dict the tool writes as JSON: ``machine``, and per section
-(``tasks``, ``trunk``, ``pipelines``, ``options``, ``threads``) the worker
+(``tasks``, ``trunk``, ``pipelines``, ``options``, ``threads``, ``breakdown``,
+``levers``) the worker
 results with their configuration. GFLOP/s is the analytic training FLOP count
 (``models/flops.py``: 3x forward) over the median step time; "% peak" divides
 it by the best fp32 2048^3 matmul measured in the run.
@@ -13,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 # The issue's targets (benchmark figures, never timed tests).
 TRUNK_VS_SLIM_TARGET = 1.3
 PEAK_FRACTION_TARGET = 0.7
+TASK_PEAK_FRACTION_TARGET = 0.75  # issue 16: every task's fp32 step
 PIPELINE_HEADROOM_TARGET = 3.0
 MULTITASK_OVERHEAD_TARGET = 1.05
 
@@ -33,7 +35,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def run_peak(results) -> float:
   """Best fp32 matmul GFLOP/s of any process of the run."""
   values = [results.get("machine", {}).get("matmul_gflops", 0.0)]
-  for section in ("tasks", "trunk", "options", "threads"):
+  for section in ("tasks", "trunk", "options", "threads", "breakdown",
+                  "levers"):
     for row in results.get(section, []):
       values.append(row.get("matmul_gflops", 0.0))
   return max(values) or float("nan")
@@ -49,12 +52,66 @@ def tasks_table(results) -> str:
   for r in results.get("tasks", []):
     s = r["step_seconds"]
     g = _gflops(r["training_flops"], s)
-    rows.append(["+".join(r["tasks"]), r["precision"], r["batch_size"], s,
+    rows.append(["+".join(r["tasks"]),
+                 "before (legacy)" if r.get("legacy") else "current",
+                 r["precision"], r["batch_size"], s,
                  r["examples_per_step"] / s, r["training_flops"] / 1e9, g,
                  100 * g / peak, r["peak_rss_mb"]])
-  return table(["tasks", "precision", "batch", "step s (median)",
-                "examples/s", "GFLOP/step", "GFLOP/s", "% fp32 peak",
-                "peak RSS MB"], rows)
+  return table(["tasks", "implementation", "precision", "batch",
+                "step s (median)", "examples/s", "GFLOP/step", "GFLOP/s",
+                "% fp32 peak", "peak RSS MB"], rows)
+
+
+def _input_seconds(results, task: str, batch_size: int) -> float:
+  for r in results.get("pipelines", []):
+    if r["tasks"] == [task] and r["examples_per_second"]:
+      return batch_size / r["examples_per_second"]
+  return float("nan")
+
+
+BREAKDOWN_PARTS = ("trunk forward", "trunk backward", "head forward + loss",
+                   "head backward", "update", "other")
+
+
+def breakdown_table(results) -> str:
+  """Per task: seconds of each part, share of the step, % of peak."""
+  peak = run_peak(results)
+  rows = []
+  for r in results.get("breakdown", []):
+    parts, step = r["parts"], r["step_seconds"]["step"]
+    trunk_s = r["step_seconds"]["trunk_fwd_bwd"]
+    head_s = parts["head forward + loss"] + parts["head backward"]
+    trunk_g = _gflops(3 * r["trunk_flops"], trunk_s)
+    head_g = _gflops(3 * r["head_flops"], head_s)
+    step_g = _gflops(r["training_flops"], step)
+    params = r["param_counts"]
+    floor_mb = 16 * (params["trunk"] + params["head"]) / 2 ** 20
+    rows.append(
+        [r["task"], step] +
+        [f"{parts[p]:.3f} ({100 * parts[p] / step:.0f}%)"
+         for p in BREAKDOWN_PARTS] +
+        [_input_seconds(results, r["task"], r["examples_per_step"]),
+         100 * trunk_g / peak, 100 * head_g / peak, 100 * step_g / peak,
+         f"{params['trunk'] / 1e6:.1f}M + {params['head'] / 1e6:.1f}M",
+         floor_mb, r.get("rss_start_mb", float("nan")), r["peak_rss_mb"]])
+  return table(
+      ["task", "step s"] + [f"{p} s" for p in BREAKDOWN_PARTS] +
+      ["input s/batch (pipeline alone)", "trunk % peak", "head % peak",
+       "step % peak", "params trunk + head", "weights+grads+slots MB",
+       "RSS after import MB", "peak RSS MB"], rows)
+
+
+def levers_table(results) -> str:
+  peak = run_peak(results)
+  rows = []
+  for r in results.get("levers", []):
+    seconds = r["step_seconds"]
+    before = seconds.get("before", float("nan"))
+    for name, s in seconds.items():
+      g = _gflops(r["training_flops"], s)
+      rows.append([r["task"], name, s, g, 100 * g / peak, before / s])
+  return table(["task", "variant (alternated)", "step s (median)", "GFLOP/s",
+                "% fp32 peak", "speed-up vs before"], rows)
 
 
 def multitask_overhead(results) -> Dict[str, float]:
@@ -110,7 +167,8 @@ def trunk_table(results) -> str:
 
 def _step_rate(results, task: str, precision: str) -> Optional[float]:
   for r in results.get("tasks", []):
-    if r["tasks"] == [task] and r["precision"] == precision:
+    if (r["tasks"] == [task] and r["precision"] == precision and
+        not r.get("legacy")):
       return r["examples_per_step"] / r["step_seconds"]
   return None
 
@@ -169,6 +227,13 @@ def targets(results) -> List[List[object]]:
       frac = _gflops(r["training_flops"], s) / peak
       rows.append([f"trunk {name} >= {PEAK_FRACTION_TARGET:.0%} of fp32 "
                    f"matmul peak", f"{frac:.0%}", frac >= PEAK_FRACTION_TARGET])
+  for r in results.get("tasks", []):
+    if r.get("legacy") or r["precision"] != "float32":
+      continue
+    frac = _gflops(r["training_flops"], r["step_seconds"]) / peak
+    rows.append([f"{'+'.join(r['tasks'])} step >= "
+                 f"{TASK_PEAK_FRACTION_TARGET:.0%} of fp32 matmul peak",
+                 f"{frac:.0%}", frac >= TASK_PEAK_FRACTION_TARGET])
   precisions = sorted({r["precision"] for r in results.get("tasks", [])})
   for r in results.get("pipelines", []):
     for precision in precisions:
@@ -201,6 +266,10 @@ def markdown(results) -> str:
                "alternated)", multitask_table),
               ("trunk", "## Trunk alone vs TF-Slim", trunk_table),
               ("pipelines", "## Input pipelines (no model)", pipelines_table),
+              ("breakdown", "## Where each task's step goes (one network "
+               "per task, alternated; parts by difference)", breakdown_table),
+              ("levers", "## Issue 16's changes, before vs after "
+               "(alternated in one process)", levers_table),
               ("options", "## Speed options", options_table))
   for key, title, render in sections:
     if results.get(key) or (key == "options" and results.get("threads")):

@@ -19,6 +19,13 @@ Kinds:
   multitask each single-task step and the joint step of ``tasks`` on one
             shared network, alternated (the multi-task overhead).
   pipeline  examples/s of a task's tf.data pipeline, no model.
+  breakdown where one task's step goes (``breakdown.py``).
+  levers    one task's step before and after issue 16's changes
+            (``legacy.py``: elementwise RMSProp dividing by a group of one,
+            rp's 3x3-conv fc units), alternated; ``variants`` picks them.
+
+``legacy: true`` in a task spec builds the pre-issue-16 step (its peak
+memory is then that of the old implementation).
 """
 
 import os
@@ -31,12 +38,15 @@ import tensorflow as tf
 
 from mtssl_tf import config as config_lib
 from mtssl_tf import config_flags
+from mtssl_tf.benchmarks import breakdown
+from mtssl_tf.benchmarks import legacy
 from mtssl_tf.benchmarks import task_step
 from mtssl_tf.benchmarks import timing
 from mtssl_tf.benchmarks import trunk_step
 from mtssl_tf.models import flops
 from mtssl_tf.tasks import base
 from mtssl_tf.tasks import registry
+from mtssl_tf.training import optimizers
 from mtssl_tf.training import speed
 
 
@@ -44,9 +54,10 @@ def _trunk_config(spec) -> config_lib.TrunkConfig:
   return config_lib.TrunkConfig(**spec.get("trunk", {}))
 
 
-def _tasks(names, spec) -> Dict[str, object]:
+def _tasks(names, spec, old_heads: bool = False) -> Dict[str, object]:
   """Tasks at their defaults (the paper's) with the spec's overrides, built
-  for the spec's trunk."""
+  for the spec's trunk. ``old_heads``: rp with its pre-issue-16 head
+  (``legacy.py``)."""
   trunk = base.TrunkFacts.of(_trunk_config(spec))
   tasks = {}
   for name in names:
@@ -54,7 +65,11 @@ def _tasks(names, spec) -> Dict[str, object]:
     hints = typing.get_type_hints(config_class)
     values = {field: config_flags.parse_value(text, hints[field])
               for field, text in spec.get("overrides", {}).get(name, {}).items()}
-    tasks[name] = registry.build(name, config_class(**values), trunk)
+    if old_heads and name == "rp":
+      tasks[name] = legacy.Conv3x3RelativePosition(config_class(**values),
+                                                   trunk)
+    else:
+      tasks[name] = registry.build(name, config_class(**values), trunk)
   return tasks
 
 
@@ -71,13 +86,16 @@ def run_peak(spec) -> dict:
 
 
 def run_task(spec) -> dict:
-  tasks = _tasks(spec["tasks"], spec)
+  old = spec.get("legacy", False)
+  tasks = _tasks(spec["tasks"], spec, old_heads=old)
   batches = task_step.cached_batches(tasks, spec["batch_size"])
   calls = spec.get("steps_per_call", 1)
   step = task_step.build_task_step(
       _trunk_config(spec), tasks, batches,
       precision=spec.get("precision", "float32"),
-      jit_compile=spec.get("jit_compile", False), steps_per_call=calls)
+      jit_compile=spec.get("jit_compile", False), steps_per_call=calls,
+      optimizer_class=(legacy.ElementwiseRMSProp if old else
+                       optimizers.SlimRMSProp))
   peak = timing.matmul_peak()
   times = timing.time_calls(step, spec["steps"], spec["warmup"])
   peak = max(peak, timing.matmul_peak())
@@ -166,9 +184,51 @@ def run_pipeline(spec) -> dict:
           "batches": spec["steps"]}
 
 
+# Levers of the levers section: (old rp head, old optimizer).
+LEVERS = {"before": (True, True), "fused RMSProp": (True, False),
+          "1x1 fc units": (False, True), "after": (False, False)}
+
+
+def run_levers(spec) -> dict:
+  """One task's step before/after issue 16 (and each lever), alternated."""
+  name = spec["task"]
+  contenders = {}
+  for variant in spec["variants"]:
+    old_head, old_opt = LEVERS[variant]
+    tasks = _tasks([name], spec, old_heads=old_head)
+    batches = task_step.cached_batches(tasks, spec["batch_size"])
+    contenders[variant] = task_step.build_task_step(
+        _trunk_config(spec), tasks, batches,
+        optimizer_class=(legacy.ElementwiseRMSProp if old_opt else
+                         optimizers.SlimRMSProp))
+  peak = timing.matmul_peak()
+  times = timing.alternate(contenders, spec["rounds"], spec["warmup"])
+  peak = max(peak, timing.matmul_peak())
+  return {"times": times,
+          "step_seconds": {k: timing.median(v) for k, v in times.items()},
+          "training_flops": _task_flops(_tasks([name], spec), spec),
+          "examples_per_step": spec["batch_size"], "matmul_gflops": peak}
+
+
+def run_breakdown(spec) -> dict:
+  name = spec["task"]
+  tasks = _tasks([name], spec)
+  rss_start = timing.peak_memory_mb()
+  result = breakdown.measure(_trunk_config(spec), tasks[name],
+                             spec["batch_size"], spec["rounds"],
+                             spec["warmup"])
+  counts = flops.task_flops(_trunk_config(spec), tasks[name],
+                            spec["batch_size"])
+  result.update(trunk_flops=counts["trunk"], head_flops=counts["head"],
+                training_flops=counts["training"], rss_start_mb=rss_start,
+                examples_per_step=spec["batch_size"])
+  return result
+
+
 KINDS = {"peak": run_peak, "task": run_task, "trunk": run_trunk,
          "options": run_options, "multitask": run_multitask,
-         "pipeline": run_pipeline}
+         "pipeline": run_pipeline, "breakdown": run_breakdown,
+         "levers": run_levers}
 
 
 def run(spec) -> dict:

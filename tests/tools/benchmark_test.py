@@ -52,10 +52,33 @@ def test_smoke_run_prints_tables_and_writes_json(tmp_path):
   assert results["markdown"].strip() == result.stdout.strip()
 
 
+@pytest.mark.slow
+def test_breakdown_and_levers_sections_run(tmp_path):
+  out = tmp_path / "bench.json"
+  result = _run("--sections=breakdown,levers", "--breakdown_tasks=rp",
+                "--levers_tasks=rp", "--levers=before,1x1 fc units,after",
+                "--depth=14", "--base_width=8", "--warmup=1", "--rounds=1",
+                "--task_override=rp.patch_units=((32,8,2),(16,8,2))",
+                "--task_override=rp.fc_width=32",
+                "--task_override=rp.fc_bottleneck=8", f"--output_json={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "## Where each task's step goes" in result.stdout
+  assert "## Issue 16's changes, before vs after" in result.stdout
+  results = json.loads(out.read_text())
+  (breakdown,) = results["breakdown"]
+  assert set(breakdown["parts"]) == set(report.BREAKDOWN_PARTS)
+  assert breakdown["param_counts"]["head"] > 0
+  (levers,) = results["levers"]
+  assert set(levers["step_seconds"]) == {"before", "1x1 fc units", "after"}
+
+
 def test_bad_flags_are_rejected_before_any_work():
   result = _run("--sections=tasks,speed", timeout=120)
   assert result.returncode != 0
   assert "unknown ['speed']" in result.stderr
+  result = _run("--levers=before,faster", timeout=120)
+  assert result.returncode != 0
+  assert "unknown ['faster']" in result.stderr
   result = _run("--tasks=rp+colour", timeout=120)
   assert result.returncode != 0
   assert "['colour']" in result.stderr
@@ -93,17 +116,54 @@ def test_report_figures_from_known_measurements():
   assert overhead == {"rp+col float32": pytest.approx(6.6 / 6.0)}
   text = report.markdown(results)
   # rp: 100 GFLOP in 2 s = 50 GFLOP/s = 41.7% of 120; 1 example/s.
-  assert "| rp | float32 | 2 | 2 | 1 | 100 | 50 | 41.7 | 1000 |" in text
+  assert ("| rp | current | float32 | 2 | 2 | 1 | 100 | 50 | 41.7 | 1000 |"
+          in text)
   # Trunk: 72 GFLOP/s, 60% of the peak, 2x TF-Slim.
   assert "| mtssl_tf float32 | 2.5 | 0.8 | 72 | 60 | 2 |" in text
   # Pipeline 2 examples/s feeding a 1 example/s step: headroom 2.
   assert "| rp | 2 | 1 | 2 | 500 |" in text
   met = {row[0]: row[2] for row in report.targets(results)}
   assert met == {
+      "rp step >= 75% of fp32 matmul peak": False,
+      "col step >= 75% of fp32 matmul peak": False,
+      "rp+col step >= 75% of fp32 matmul peak": False,
       "trunk mtssl_tf float32 >= 1.3x TF-Slim": True,
       "trunk mtssl_tf float32 >= 70% of fp32 matmul peak": False,
       "rp pipeline >= 3x its float32 step": False,
       "rp+col float32 <= 1.05x sum of single steps": False}
+
+
+def test_report_breakdown_and_levers_from_known_measurements():
+  gflop = 1e9
+  results = _results()
+  results["tasks"].append(dict(results["tasks"][0], legacy=True,
+                               step_seconds=4.0, peak_rss_mb=1500.0))
+  results["breakdown"] = [{
+      "task": "rp", "examples_per_step": 2, "peak_rss_mb": 3000.0,
+      "rss_start_mb": 400.0, "trunk_flops": 20 * gflop,
+      "head_flops": 10 * gflop, "training_flops": 90 * gflop,
+      "param_counts": {"trunk": 2 ** 20, "head": 3_000_000},
+      "step_seconds": {"trunk_fwd": 0.5, "trunk_fwd_bwd": 1.5, "fwd": 0.75,
+                       "fwd_bwd": 2.0, "update": 0.25, "step": 2.5},
+      "parts": {"trunk forward": 0.5, "trunk backward": 1.0,
+                "head forward + loss": 0.25, "head backward": 0.25,
+                "update": 0.25, "other": 0.25}}]
+  results["levers"] = [{
+      "task": "rp", "training_flops": 90 * gflop, "examples_per_step": 2,
+      "step_seconds": {"before": 3.0, "after": 2.0}}]
+  text = report.markdown(results)
+  # The legacy row is labelled and ignored by the rates and targets.
+  assert "| rp | before (legacy) | float32 | 2 | 4 |" in text
+  assert report._step_rate(results, "rp", "float32") == 1.0
+  # Trunk 3 x 20 GFLOP in 1.5 s = 40 GFLOP/s = 33.3% of 120; head 30 GFLOP
+  # in 0.5 s = 60 = 50%; step 90 in 2.5 s = 36 = 30%. Input: 2 examples at
+  # 2 examples/s = 1 s. Floor: (2**20 + 3e6) x 16 bytes = 61.8 MiB.
+  assert ("| rp | 2.5 | 0.500 (20%) | 1.000 (40%) | 0.250 (10%) | "
+          "0.250 (10%) | 0.250 (10%) | 0.250 (10%) | 1 | 33.3 | 50 | 30 | "
+          "1.0M + 3.0M | 61.8 | 400 | 3000 |") in text
+  # Levers: 90 GFLOP in 3 s = 30 GFLOP/s = 25%; after 1.5x faster.
+  assert "| rp | before | 3 | 30 | 25 | 1 |" in text
+  assert "| rp | after | 2 | 45 | 37.5 | 1.5 |" in text
 
 
 def test_report_table_cells():
