@@ -19,8 +19,9 @@ Slots live in dicts keyed by the variable's path (e.g.
 Each variable is updated by one fused kernel, TF's ``ResourceApplyRMSProp``
 (the kernel behind TF1's RMSPropOptimizer: the formula above, with the
 division written ``lr * g / sqrt(ms + eps)``), instead of ~9 separate
-elementwise ops and their temporaries; on rp's 95M parameters that took the
-update from 0.40 to 0.15 s per step on the project's 2-core CPU (issue 16).
+elementwise ops and their temporaries (issue 16 measured 0.40 s -> 0.15 s
+for rp's 95M parameters on a 2-core CPU; tools/benchmark.py's breakdown and
+levers sections measure it on yours).
 tests/training/optimizers_test.py checks it against the formula written out.
 
 Updates are applied in cross-replica context (the training loop all-reduces
