@@ -36,8 +36,8 @@ def test_three_updates_match_the_replaced_implementation():
   trunk = task_fixtures.TINY_TRUNK
   old_task = legacy.Conv3x3RelativePosition(TINY)
   new_task = rp.Task(TINY)
-  images, labels = next(iter(new_task.make_dataset(config.DataConfig(), 8,
-                                                   seed=0)))
+  dataset, _ = new_task.make_dataset(config.DataConfig(), 8, seed=0)
+  images, labels = next(iter(dataset))
   old_net = multitask.MultiTaskNetwork(trunk, {"rp": old_task})
   new_net = multitask.MultiTaskNetwork(trunk, {"rp": new_task})
   old_vars = {v.name: v for v in old_net.trunk.variables +
