@@ -1,7 +1,10 @@
 """NYU v2 depth evaluation end to end on rendered scenes with exact depth."""
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -123,6 +126,29 @@ def test_mat_source_trains_resumes_and_measures(tmp_path):
   with pytest.raises(ValueError, match="another --output_dir"):
     nyu_depth.train_and_evaluate(
         ctx, dataclasses.replace(cfg4, decoder_filters=(16, 8, 4)))
+
+
+def test_entry_point_runs_the_builtin_flagfile(tmp_path):
+  """python -m mtssl_tf.evaluate with flags/eval_builtin_depth.cfg, shrunk."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  out = str(tmp_path / "out")
+  done = subprocess.run(
+      [sys.executable, "-m", "mtssl_tf.evaluate",
+       "--flagfile=flags/eval_builtin_depth.cfg", "--random_init",
+       "--depth=14", "--base_width=8", f"--output_dir={out}",
+       "--nyu_depth.synthetic_train=4", "--nyu_depth.synthetic_test=2",
+       "--nyu_depth.synthetic_size=(30, 40)",
+       "--nyu_depth.augment.resize=(30, 40)",
+       "--nyu_depth.augment.crop=(24, 32)", "--nyu_depth.batch_size=2",
+       "--nyu_depth.max_steps=2", "--nyu_depth.decoder_filters=(8, 8, 8)"],
+      cwd=root, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  results = json.load(open(os.path.join(out, "results.json")))
+  assert set(results["metrics"]) == set(nyu_depth.HEADLINE)
+  assert results["config"]["augment"]["crop"] == [24, 32]
+  assert results["counts"]["test_images_evaluated"] == 2
+  assert "delta1" in open(os.path.join(out, "results.md")).read()
 
 
 def _constant_baseline(mat, splits, cfg):
