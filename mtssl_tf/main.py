@@ -15,6 +15,10 @@ Examples:
   python -m mtssl_tf.main --tasks=rp,col --strategy=mirrored \
       --num_cpu_devices=4 --replicas_per_task=rp:2,col:2
 
+  # Asynchronous tasks on a localhost parameter-server cluster:
+  python -m tools.launch_cluster --workers=rp:2,col:1 --ps=1 -- \
+      --tasks=rp,col --max_steps=100 --model_dir=runs/async
+
 Every flag is turned into plain config objects (mtssl_tf/config.py and each
 task's Config) and validated before any work starts; `--helpfull` lists them.
 """
@@ -110,15 +114,19 @@ _TASK_STEP_COST = flags.DEFINE_string(
 
 # ---- Distribution -----------------------------------------------------------
 _STRATEGY = flags.DEFINE_enum(
-    "strategy", "default", ["default", "mirrored", "multi_worker"],
+    "strategy", "default",
+    ["default", "mirrored", "multi_worker", "parameter_server"],
     "default: one device; mirrored: all local GPUs (or --num_cpu_devices "
-    "logical CPUs); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+    "logical CPUs); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG; "
+    "parameter_server: asynchronous tasks on ParameterServerStrategy from "
+    "TF_CONFIG (chief, workers, ps; see tools/launch_cluster.py).")
 _NUM_CPU_DEVICES = flags.DEFINE_integer(
     "num_cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU "
     "into this many logical devices (one replica each).")
 _REPLICAS_PER_TASK = flags.DEFINE_string(
     "replicas_per_task", "", "Replica group sizes, e.g. rp:2,col:2 (must sum "
-    "to the replica count; default spreads replicas evenly).")
+    "to the replica count, or with --strategy=parameter_server the worker "
+    "count; default spreads replicas evenly).")
 
 # ---- Speed (training/speed.py; tools/benchmark.py measures each) -----------
 _JIT_COMPILE = flags.DEFINE_bool(
@@ -304,6 +312,8 @@ def run(argv):
     trunk, task_cfgs, data, train_cfg, export_dir = build_configs()
     # Logical CPU devices must exist before TensorFlow initialises.
     from mtssl_tf.training import replicas  # pylint: disable=g-import-not-at-top
+    if _STRATEGY.value == "parameter_server":
+      replicas.serve_if_not_chief()  # workers and ps serve here until killed
     # Thread pools, too, must be set before TensorFlow initialises.
     from mtssl_tf.training import speed  # pylint: disable=g-import-not-at-top
     speed.configure_threads(train_cfg.intra_op_threads,
@@ -311,8 +321,13 @@ def run(argv):
     strategy = replicas.make_strategy(_STRATEGY.value, _NUM_CPU_DEVICES.value)
     tasks = {t: registry.build(t, c, base.TrunkFacts.of(trunk))
              for t, c in task_cfgs.items()}
-    from mtssl_tf.training import loop  # pylint: disable=g-import-not-at-top
-    result = loop.train(trunk, tasks, data, train_cfg, strategy=strategy)
+    if _STRATEGY.value == "parameter_server":
+      from mtssl_tf.training import parameter_server  # pylint: disable=g-import-not-at-top
+      result = parameter_server.train(trunk, tasks, data, train_cfg,
+                                      strategy=strategy)
+    else:
+      from mtssl_tf.training import loop  # pylint: disable=g-import-not-at-top
+      result = loop.train(trunk, tasks, data, train_cfg, strategy=strategy)
     if export_dir:
       from mtssl_tf import export  # pylint: disable=g-import-not-at-top
       path = export.export(export.module_from_network(result.network),

@@ -12,7 +12,11 @@ assigned the tasks it computes:
 
 Strategies (``make_strategy``): "default" (one device), "mirrored" (all local
 GPUs, or ``num_cpu_devices`` logical CPU devices for testing and CPU hosts),
-"multi_worker" (MultiWorkerMirroredStrategy configured by ``TF_CONFIG``).
+"multi_worker" (MultiWorkerMirroredStrategy configured by ``TF_CONFIG``),
+"parameter_server" (ParameterServerStrategy configured by ``TF_CONFIG`` with
+"chief", "worker" and "ps" jobs; the asynchronous mode of
+``training/parameter_server.py``; workers and parameter servers only run a
+``tf.distribute.Server``, see ``serve_if_not_chief``).
 """
 
 import dataclasses
@@ -22,7 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 
 
 def configure_cpu_devices(num_cpu_devices: int) -> None:
@@ -41,6 +45,46 @@ def configure_cpu_devices(num_cpu_devices: int) -> None:
           f"TensorFlow started ({current} exist): {e}") from None
 
 
+def _tf_config(flag: str) -> dict:
+  if "TF_CONFIG" not in os.environ:
+    raise ValueError(
+        f"--strategy={flag} needs the TF_CONFIG environment variable "
+        f"(cluster spec and this process's task); tools/launch_cluster.py "
+        f"sets it for a cluster on localhost.")
+  try:
+    return json.loads(os.environ["TF_CONFIG"])
+  except json.JSONDecodeError as e:
+    raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from None
+
+
+def serve_if_not_chief() -> None:
+  """Parameter-server mode: on a "worker" or "ps" task of ``TF_CONFIG``,
+  runs this process's ``tf.distribute.Server`` until killed (never returns);
+  on the chief returns at once. Call before any other TensorFlow op."""
+  tf_config = _tf_config("parameter_server")
+  task = tf_config.get("task", {})
+  cluster = tf_config.get("cluster", {})
+  missing = [job for job in ("chief", "worker", "ps") if not cluster.get(job)]
+  if missing:
+    raise ValueError(
+        f"--strategy=parameter_server: TF_CONFIG's cluster lacks the jobs "
+        f"{missing}; it needs one chief, >= 1 worker and >= 1 ps.")
+  if task.get("type") == "chief":
+    return
+  if task.get("type") not in ("worker", "ps"):
+    raise ValueError(f"TF_CONFIG task type must be chief, worker or ps, "
+                     f"got {task.get('type')!r}.")
+  # A worker's failed remote calls are reported to the coordinator, which
+  # reschedules the closure (ClusterCoordinator's failure handling).
+  os.environ["GRPC_FAIL_FAST"] = "use_caller"
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  server = tf.distribute.Server(
+      resolver.cluster_spec(), job_name=resolver.task_type,
+      task_index=resolver.task_id, protocol=resolver.rpc_layer or "grpc",
+      start=True)
+  server.join()
+
+
 def make_strategy(name: str = "default", num_cpu_devices: int = 0):
   """Builds the tf.distribute strategy named ``name``."""
   if name not in STRATEGIES:
@@ -48,13 +92,12 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 0):
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "multi_worker":
-    if "TF_CONFIG" not in os.environ:
-      raise ValueError(
-          "--strategy=multi_worker needs the TF_CONFIG environment variable "
-          "(cluster spec and this worker's task), see "
-          "tf.distribute.MultiWorkerMirroredStrategy.")
-    json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
+    _tf_config(name)  # fail early on a missing or malformed TF_CONFIG
     return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "parameter_server":
+    _tf_config(name)
+    return tf.distribute.ParameterServerStrategy(
+        tf.distribute.cluster_resolver.TFConfigClusterResolver())
   configure_cpu_devices(num_cpu_devices)
   gpus = tf.config.list_logical_devices("GPU")
   devices = ([d.name for d in gpus] if gpus else

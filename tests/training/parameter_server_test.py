@@ -1,0 +1,197 @@
+"""Asynchronous tasks on a localhost parameter-server cluster (issue 15).
+
+Each test starts tools/launch_cluster.py (1 ps, workers, and
+tests/training/ps_chief.py as the chief: toy tasks, depth-14 trunk) in
+subprocesses. Task b's batches wait in its worker's input pipeline (a slow
+task that costs no CPU; the machine running the tests is shared).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _launch(spec, workers, restarts=3, pid_file=None):
+  args = [sys.executable, "-m", "tools.launch_cluster", f"--workers={workers}",
+          "--ps=1", "--module=tests.training.ps_chief",
+          f"--restarts={restarts}"]
+  if pid_file:
+    args.append(f"--pid_file={pid_file}")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+  # Its own process group, so that a failing test can stop the whole cluster.
+  return subprocess.Popen(args + ["--", json.dumps(spec)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)
+
+
+def _stop(proc):
+  if proc.poll() is None:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    proc.wait()
+
+
+def _result(output):
+  lines = [l for l in output.splitlines() if l.startswith("RESULT ")]
+  assert lines, output[-4000:]
+  return json.loads(lines[-1][len("RESULT "):])
+
+
+def _finish(proc, timeout=600):
+  try:
+    output = proc.communicate(timeout=timeout)[0]
+  finally:
+    _stop(proc)
+  assert proc.returncode == 0, output[-4000:]
+  return output
+
+
+@pytest.mark.slow
+def test_fast_task_does_not_wait_for_slow_task(tmp_path):
+  spec = {"model_dir": str(tmp_path / "run"), "max_steps": 50,
+          "sleep_ms": {"b": 1000}, "workers": {"a": 1, "b": 1}}
+  result = _result(_finish(_launch(spec, "a:1,b:1")))
+  # Budget: 50 synchronous cycles' compute = 100 updates, split by speed.
+  state = result["state"]
+  assert state["steps_a"] + state["steps_b"] == 100
+  assert state["cost"] == 100.0 and state["global_step"] == 50
+  assert state["steps_b"] >= 3, state
+  updates = result["updates"]
+  assert len(updates["a"]) == state["steps_a"]
+  assert state["steps_a"] >= 3 * state["steps_b"], state
+  for t in ("a", "b"):
+    losses = [u[2] for u in updates[t]]
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-2:]) < losses[0], (t, losses)
+  # While b's updates (after its first, which includes tracing) are in
+  # flight, a completes several of its own: a never waits for b.
+  overlapped = [sum(1 for s, e, _, _ in updates["a"] if bs <= s and e <= be)
+                for bs, be, _, _ in updates["b"][1:]]
+  assert overlapped and sum(overlapped) >= 2 * len(overlapped), overlapped
+  assert max(overlapped) >= 3, overlapped
+  a_times = [e - s for s, e, _, _ in updates["a"][2:]]
+  b_times = [e - s for s, e, _, _ in updates["b"][1:]]
+  assert np.median(a_times) < 0.5 * np.median(b_times), (a_times, b_times)
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path):
+  pid_file = tmp_path / "pids.json"
+  spec = {"model_dir": str(tmp_path / "run"), "max_steps": 25,
+          "sleep_ms": {"b": 300}, "workers": {"a": 1, "b": 1}}
+  proc = _launch(spec, "a:1,b:1", pid_file=str(pid_file))
+  try:
+    # Kill worker 0 once training is under way.
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      time.sleep(0.5)
+      if (tmp_path / "run" / "train").exists():
+        time.sleep(8.0)
+        os.kill(json.loads(pid_file.read_text())["worker:0"], signal.SIGKILL)
+        break
+  except BaseException:
+    _stop(proc)
+    raise
+  output = _finish(proc)
+  assert "worker:0 died (SIGKILL)" in output
+  state = _result(output)["state"]
+  assert state["steps_a"] + state["steps_b"] == 50
+
+
+@pytest.mark.slow
+def test_killed_chief_resumes_at_saved_task_steps(tmp_path):
+  pid_file = tmp_path / "pids.json"
+  model_dir = tmp_path / "run"
+  spec = {"model_dir": str(model_dir), "max_steps": 30,
+          "checkpoint_every_steps": 2, "log_every_steps": 2,
+          "sleep_ms": {"b": 300}, "workers": {"a": 1, "b": 1}}
+  proc = _launch(spec, "a:1,b:1", pid_file=str(pid_file))
+  try:
+    # Kill the chief right after its first checkpoint.
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      time.sleep(0.2)
+      if model_dir.exists() and any(
+          p.startswith("ckpt-") and p.endswith(".index")
+          for p in os.listdir(model_dir)):
+        os.kill(json.loads(pid_file.read_text())["chief"], signal.SIGKILL)
+        break
+  except BaseException:
+    _stop(proc)
+    raise
+  output = _finish(proc)
+  assert "chief died (SIGKILL)" in output
+  saved = [l for l in output.splitlines() if l.startswith("Saved ")]
+  resumed = [l for l in output.splitlines() if l.startswith("Resumed from ")]
+  assert len(resumed) == 1, output[-4000:]
+  # The restart resumes at the per-task steps of the last checkpoint the
+  # killed chief wrote (it is named in the resume line).
+  path = resumed[0].split()[2]
+  before = [l for l in saved if l.split()[1] == path]
+  assert before, (path, saved)
+  assert before[-1].split(" at ", 1)[1] == resumed[0].split(" at ", 1)[1]
+  state = _result(output)["state"]
+  assert state["global_step"] == 30
+  assert state["steps_a"] + state["steps_b"] == 60
+
+
+@pytest.mark.slow
+def test_group_of_two_workers_applies_their_average(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mtssl_tf import config  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.models import multitask  # pylint: disable=g-import-not-at-top
+  from tests.training import ps_chief  # pylint: disable=g-import-not-at-top
+
+  # Run 1 writes the initial weights (ckpt-0); run 2, in the same chief,
+  # resumes and makes one update of task a from a round of two closures.
+  spec = {"model_dir": str(tmp_path / "run"), "max_steps": [0, 1],
+          "random_start": True, "learning_rate": 0.05, "batch_size": 2,
+          "workers": {"a": 2}}
+  output = _finish(_launch(spec, "2"))
+  runs = [json.loads(l[len("RESULT "):]) for l in output.splitlines()
+          if l.startswith("RESULT ")]
+  assert [r["state"]["steps_a"] for r in runs] == [0, 1], output[-3000:]
+  (_, _, loss, parts), = runs[1]["updates"]["a"]
+  starts = [int(p["first_index"]) for p in parts]
+  assert len(starts) == 2 and starts[0] != starts[1]  # different batches
+
+  # Hand computation from the initial weights: each closure's gradient on
+  # its own batch, averaged, then TF1 RMSProp (ms starts at 1).
+  trunk = config.TrunkConfig(depth=14, base_width=8)
+  net = multitask.MultiTaskNetwork(trunk, {"a": ps_chief.SlowTask(name="a")})
+  variables = net.task_variables("a")
+  ckpt = tf.train.Checkpoint(trunk=net.trunk, heads=net.heads)
+  ckpt.read(runs[0]["checkpoint"]).expect_partial()
+  w0 = [v.numpy() for v in variables]
+  grads, losses = [], []
+  for start in starts:
+    examples = [ps_chief.example(tf.constant(i, tf.int64))
+                for i in (start, start + 1)]
+    images = tf.stack([e[0] for e in examples])
+    labels = {"label": tf.stack([e[1]["label"] for e in examples])}
+    grad, _, task_loss, _ = net.forward_backward("a", images, labels)
+    grads.append([g.numpy() for g in grad])
+    losses.append(float(task_loss))
+  assert abs(loss - np.mean(losses)) < 1e-4, (loss, losses)
+  expected = []
+  for w, g0, g1 in zip(w0, *grads):
+    g = (g0 + g1) / 2.0
+    ms = 0.9 * 1.0 + 0.1 * g ** 2
+    expected.append(w - 0.05 * g / np.sqrt(ms + 1.0))
+  ckpt.read(runs[1]["checkpoint"]).expect_partial()
+  moved = sum(int(not np.allclose(v.numpy(), w)) for v, w in
+              zip(variables, w0))
+  error = max(float(np.max(np.abs(v.numpy() - e)))
+              for v, e in zip(variables, expected))
+  assert moved > 10
+  assert error < 2e-5, error
