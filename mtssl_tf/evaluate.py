@@ -114,12 +114,14 @@ def _spec():
                                    seed=_SEED.value)
 
 
-def markdown_row(name: str, evaluated: str, metrics: dict, headline) -> str:
+def markdown_row(name: str, evaluated: str, metrics: dict, headline,
+                 percent=None) -> str:
   """A Markdown header and row: evaluated, evaluation, headline metrics
-  (fractions in [0, 1] shown as %)."""
+  (those in ``percent``, default all, shown as %; others as they are)."""
+  percent = headline if percent is None else percent
   cells = [evaluated, name] + [
-      f"{100 * metrics[k]:.2f}" if 0 <= metrics[k] <= 1 else
-      f"{metrics[k]:.4g}" for k in headline]
+      f"{100 * metrics[k]:.2f}" if k in percent else f"{metrics[k]:.4g}"
+      for k in headline]
   header = ["evaluated", "evaluation"] + list(headline)
   return ("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n| "
           + " | ".join(cells) + " |\n")
@@ -193,7 +195,7 @@ def run(argv):
         "wall_seconds": wall,
     })
     row = markdown_row(name, loaded.name + (" (lasso)" if _LASSO.value else ""),
-                       result.metrics, result.headline)
+                       result.metrics, result.headline, result.percent)
     with open(os.path.join(output_dir, ROW_FILE), "w", encoding="utf-8") as f:
       f.write(row)
   except ValueError as e:

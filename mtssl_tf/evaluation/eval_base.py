@@ -43,11 +43,14 @@ class EvalResult:
     counts: data counts (images used, skipped by reason, classes, ...).
     details: anything else worth keeping (per-class APs, learned alpha, ...),
       JSON-serialisable.
+    percent: the metrics that are fractions to show as % in the Markdown row
+      (None: every headline metric; errors such as depth's abs_rel are not).
   """
   metrics: Dict[str, float]
   headline: Sequence[str]
   counts: Dict[str, Any] = dataclasses.field(default_factory=dict)
   details: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  percent: Optional[Sequence[str]] = None
 
 
 class Progress:

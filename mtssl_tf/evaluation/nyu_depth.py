@@ -494,4 +494,5 @@ def run(ctx, config: Config):
   """The evaluation contract (evaluation/eval_base.py): an EvalResult."""
   metrics, counts, details = train_and_evaluate(ctx, config)
   return eval_base.EvalResult(metrics=metrics, headline=HEADLINE,
-                              counts=counts, details=details)
+                              counts=counts, details=details,
+                              percent=("delta1", "delta2", "delta3"))
