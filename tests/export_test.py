@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mtssl_tf import config
@@ -47,6 +48,7 @@ def _load_in_fresh_process(export_dir, images, tmp_path):
   return dict(np.load(out))
 
 
+@pytest.mark.slow
 def test_export_round_trip_with_lasso(tmp_path):
   trunk_cfg = config.TrunkConfig(depth=26, base_width=8)
   tasks = {n: toy_task.Task(name=n) for n in ("a", "b")}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from mtssl_tf import config
 from mtssl_tf.models import resnet_v2
@@ -21,6 +22,7 @@ def _run(*args):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_converts_and_rejects(tmp_path):
   images = {"x": np.random.default_rng(3).uniform(
       -1, 1, (1, 48, 48, 3)).astype(np.float32)}

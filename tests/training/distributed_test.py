@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 SCRIPT = r'''
 import dataclasses, json, sys
 import numpy as np
+import pytest
 from mtssl_tf.training import replicas
 strategy = replicas.make_strategy("mirrored", num_cpu_devices=4)
 import tensorflow as tf
@@ -92,6 +93,7 @@ print("RESULT " + json.dumps({"max_error": max(errors.values()),
 '''
 
 
+@pytest.mark.slow
 def test_update_equals_per_group_average(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
   run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run")],

@@ -97,6 +97,7 @@ def test_threads_are_checked_and_cannot_change_after_start():
     speed.configure_threads(current + 3, 0)
 
 
+@pytest.mark.slow
 def test_steps_per_call_matches_one_step_per_call(tmp_path):
   one, _ = _train(tmp_path / "one")
   three, lines = _train(tmp_path / "three", steps_per_call=3)
