@@ -12,12 +12,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 SCRIPT = r'''
 import dataclasses, json, sys
 import numpy as np
-import pytest
 from mtssl_tf.training import replicas
 strategy = replicas.make_strategy("mirrored", num_cpu_devices=4)
 import tensorflow as tf
