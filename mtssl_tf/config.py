@@ -125,6 +125,38 @@ class TrainConfig:
   inter_op_threads: int = 0
   steps_per_call: int = 1
 
+  def validate(self) -> None:
+    """Raises ValueError naming the first invalid field and its value
+    (``train`` checks this before it writes anything)."""
+    maps = (self.task_learning_rate, self.task_batch_size,
+            self.steps_per_cycle, self.task_step_cost)
+    for name, ok, rule in [
+        ("max_steps", self.max_steps >= 0, ">= 0"),
+        ("batch_size", self.batch_size >= 1, ">= 1"),
+        ("learning_rate", self.learning_rate > 0, "> 0"),
+        ("task_learning_rate", min(maps[0].values(), default=0) >= 0,
+         ">= 0 (0 freezes a task)"),
+        ("task_batch_size", min(maps[1].values(), default=1) >= 1, ">= 1"),
+        ("steps_per_cycle", min(maps[2].values(), default=1) >= 1, ">= 1"),
+        ("task_step_cost", min(maps[3].values(), default=1) > 0, "> 0"),
+        ("checkpoint_every_steps", self.checkpoint_every_steps >= 0,
+         ">= 0 (0: off)"),
+        ("checkpoint_every_secs", self.checkpoint_every_secs >= 0,
+         ">= 0 (0: off)"),
+        ("checkpoint_every_cost", self.checkpoint_every_cost >= 0,
+         ">= 0 (0: off)"),
+        ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"),
+        ("log_every_steps", self.log_every_steps >= 1, ">= 1"),
+        ("image_summary_every_steps", self.image_summary_every_steps >= 0,
+         ">= 0 (0: off)"),
+        ("steps_per_call", self.steps_per_call >= 1, ">= 1"),
+        ("intra_op_threads", self.intra_op_threads >= 0, ">= 0 (0: default)"),
+        ("inter_op_threads", self.inter_op_threads >= 0, ">= 0 (0: default)"),
+    ]:
+      if not ok:
+        raise ValueError(f"{name} must be {rule}, got "
+                         f"{getattr(self, name)!r}.")
+
   def batch_size_of(self, task: str) -> int:
     return self.task_batch_size.get(task, self.batch_size)
 

@@ -21,8 +21,15 @@ rebuild a trainable trunk from the export. Standalone use::
 where --checkpoint is a training model_dir (its latest checkpoint) or a
 checkpoint prefix inside one (run.json there says how to rebuild the trunk).
 The export is written to a temporary directory and renamed, so an interrupted
-export never looks complete.
+export never looks complete; it gets the permissions of any directory the
+user creates (the umask's), so other accounts can read it when the umask
+allows. An existing --export_dir is refused unless --overwrite is given, and
+even then only a SavedModel (or an empty directory) is replaced.
 """
+
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
 
 import json
 import os
@@ -98,8 +105,43 @@ class FeatureModule(tf.Module):
     return signatures
 
 
-def export(module: FeatureModule, export_dir: str) -> str:
-  """Writes ``module`` as a SavedModel at ``export_dir`` (atomically)."""
+def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
+  """Raises ValueError unless a SavedModel can be written at ``export_dir``.
+
+  The nearest existing ancestor must be a writable directory. An existing
+  ``export_dir`` is refused without ``overwrite``, and with it unless it is a
+  SavedModel directory (holds saved_model.pb) or empty.
+  """
+  export_dir = os.path.abspath(export_dir)
+  if os.path.lexists(export_dir):
+    if not overwrite:
+      raise ValueError(f"{export_dir!r} already exists; pass --overwrite to "
+                       f"replace it, or choose another directory.")
+    replaceable = os.path.isdir(export_dir) and (
+        not os.listdir(export_dir) or
+        os.path.exists(os.path.join(export_dir, "saved_model.pb")))
+    if not replaceable:
+      raise ValueError(f"{export_dir!r} exists and is not a SavedModel "
+                       f"directory (no saved_model.pb); refusing to replace "
+                       f"it. Choose another directory.")
+  ancestor = os.path.dirname(export_dir)
+  while not os.path.lexists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not (os.path.isdir(ancestor) and
+          os.access(ancestor, os.W_OK | os.X_OK)):
+    raise ValueError(f"Cannot write the export to {export_dir!r}: "
+                     f"{ancestor!r} is not a writable directory.")
+
+
+def export(module: FeatureModule, export_dir: str,
+           overwrite: bool = False) -> str:
+  """Writes ``module`` as a SavedModel at ``export_dir`` (atomically).
+
+  Raises:
+    ValueError: ``export_dir`` exists and ``overwrite`` is False (or it is
+      not a SavedModel), or it cannot be written.
+  """
+  check_export_dir(export_dir, overwrite)
   export_dir = os.path.abspath(export_dir)
   parent = os.path.dirname(export_dir)
   try:
@@ -108,6 +150,8 @@ def export(module: FeatureModule, export_dir: str) -> str:
   except OSError as e:
     raise ValueError(f"Cannot write the export to {export_dir!r}: {e}") from None
   try:
+    # mkdtemp makes 0700; the export is shared like any new directory.
+    os.chmod(tmp, checkpointing.umask_mode(0o777))
     tf.saved_model.save(module, tmp, signatures=module.signatures())
     if module._run_info:  # pylint: disable=protected-access
       with open(os.path.join(tmp, RUN_FILE), "w", encoding="utf-8") as f:
@@ -172,13 +216,16 @@ def main(argv=None):
   flags.DEFINE_string("checkpoint", None,
                       "Training model_dir or checkpoint prefix to export.")
   flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel at "
+                    "--export_dir (otherwise an existing path is refused).")
   flags.mark_flags_as_required(["checkpoint", "export_dir"])
 
   def run(argv):
     del argv
     try:
+      check_export_dir(flags.FLAGS.export_dir, flags.FLAGS.overwrite)
       module = module_from_checkpoint(flags.FLAGS.checkpoint)
-      path = export(module, flags.FLAGS.export_dir)
+      path = export(module, flags.FLAGS.export_dir, flags.FLAGS.overwrite)
     except ValueError as e:
       print(f"error: {e}", file=sys.stderr)
       return 1

@@ -23,6 +23,10 @@ Every flag is turned into plain config objects (mtssl_tf/config.py and each
 task's Config) and validated before any work starts; `--helpfull` lists them.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import os
 import sys
 from typing import Dict, List
@@ -55,6 +59,11 @@ _LASSO_INIT = flags.DEFINE_enum("lasso_init", None, ["last", "uniform"],
 # in the task's Config; help from its docstring).
 for _name in registry.names():
   config_flags.define_flags(_name, registry.get_module(_name).Config)
+_HEAD_WIDTH_MULTIPLIER = flags.DEFINE_float(
+    "head_width_multiplier", 1.0, "Scales every hidden width of every task "
+    "head (1: the paper's; e.g. 0.125 for small runs: the paper's heads hold "
+    "most of the parameters and of the checkpoint size). --<task>.<field> "
+    "flags are applied after it, as given.")
 
 # ---- Trunk ----------------------------------------------------------------
 _DEPTH = flags.DEFINE_integer("depth", 101, "ResNet-v2 depth (14, 26, 50, "
@@ -170,7 +179,9 @@ _PROFILE_STEPS = flags.DEFINE_list(
     "TensorBoard profiler.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data order and init.")
 _EXPORT_DIR = flags.DEFINE_string(
-    "export_dir", None, "After training, write a SavedModel here.")
+    "export_dir", None, "After training, write a SavedModel here (checked "
+    "writable at start-up; a SavedModel already there is replaced, anything "
+    "else is refused).")
 
 
 class UsageError(ValueError):
@@ -185,8 +196,13 @@ def _parse_map(flag, value_type) -> Dict[str, object]:
     raise UsageError(str(e)) from None
 
 
-def task_configs(tasks: List[str]) -> Dict[str, object]:
-  """Each task's Config: its defaults with its --<task>.<field> flags."""
+def task_configs(tasks: List[str],
+                 head_width_multiplier: float = 1.0) -> Dict[str, object]:
+  """Each task's Config: its defaults, head widths scaled by
+  ``head_width_multiplier``, then its --<task>.<field> flags; validated."""
+  if not head_width_multiplier > 0:
+    raise UsageError(f"--head_width_multiplier must be > 0, got "
+                     f"{head_width_multiplier}.")
   for name in registry.names():
     if name in tasks:
       continue
@@ -198,11 +214,44 @@ def task_configs(tasks: List[str]) -> Dict[str, object]:
           f"--tasks {tasks}; add {name} to --tasks or drop the flag.")
   configs = {}
   for t in tasks:
+    config = registry.get_module(t).Config
+    base = config()
+    if head_width_multiplier != 1.0:
+      if not hasattr(base, "scale_head"):
+        raise UsageError(f"Task {t!r} has no scale_head: it does not support "
+                         f"--head_width_multiplier; set its widths with its "
+                         f"--{t}.<field> flags instead.")
+      base = base.scale_head(head_width_multiplier)
     try:
-      configs[t] = config_flags.from_flags(t, registry.get_module(t).Config)
+      configs[t] = config_flags.from_flags(t, config, base=base)
     except (ValueError, TypeError) as e:
       raise UsageError(str(e)) from None
+    try:
+      if hasattr(configs[t], "validate"):
+        configs[t].validate()
+    except ValueError as e:
+      raise UsageError(f"Task {t!r}: {e} Set it with --{t}.<field>=<value>."
+                       ) from None
   return configs
+
+
+def _check_paths(train, export_dir):
+  """Paths that must exist or be writable, checked before any work."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if train.init_checkpoint and not tf.io.gfile.exists(
+      train.init_checkpoint + ".index"):
+    raise UsageError(
+        f"--init_checkpoint {train.init_checkpoint!r} is not a checkpoint "
+        f"(no {train.init_checkpoint}.index); give the prefix written by "
+        f"tools/convert_slim_checkpoint.py (e.g. /tmp/rn101/model.ckpt).")
+  if export_dir:
+    from mtssl_tf import export  # pylint: disable=g-import-not-at-top
+    try:
+      # A previous export of this run (a SavedModel) is replaced; anything
+      # else at that path is refused.
+      export.check_export_dir(export_dir, overwrite=True)
+    except ValueError as e:
+      raise UsageError(f"--export_dir: {e}") from None
 
 
 def build_configs():
@@ -297,7 +346,12 @@ def build_configs():
       intra_op_threads=_INTRA_OP_THREADS.value,
       inter_op_threads=_INTER_OP_THREADS.value,
       steps_per_call=_STEPS_PER_CALL.value, **maps)
-  configs = task_configs(tasks)
+  try:
+    train.validate()
+  except ValueError as e:
+    raise UsageError(f"--{e}") from None
+  configs = task_configs(tasks, _HEAD_WIDTH_MULTIPLIER.value)
+  _check_paths(train, _EXPORT_DIR.value)
   return trunk, configs, data, train, _EXPORT_DIR.value
 
 
@@ -331,7 +385,7 @@ def run(argv):
     if export_dir:
       from mtssl_tf import export  # pylint: disable=g-import-not-at-top
       path = export.export(export.module_from_network(result.network),
-                           export_dir)
+                           export_dir, overwrite=True)
       print(f"Exported SavedModel to {path}")
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -92,7 +92,46 @@ def test_export_round_trip_with_lasso(tmp_path):
 
   run = subprocess.run(
       [sys.executable, "-m", "mtssl_tf.export",
-       f"--checkpoint={tmp_path / 'nothing'}", f"--export_dir={second}"],
+       f"--checkpoint={tmp_path / 'nothing'}", f"--export_dir={second}",
+       "--overwrite"],
       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert run.returncode == 1 and "neither a model_dir" in run.stderr
   assert tf.saved_model.contains_saved_model(second)
+
+
+def test_export_refuses_to_overwrite_and_uses_the_umask(tmp_path):
+  trunk_cfg = config.TrunkConfig(depth=14, base_width=8)
+  cfg = config.TrainConfig(model_dir=str(tmp_path / "run"), max_steps=0,
+                           checkpoint_every_secs=0)
+  loop.train(trunk_cfg, {"a": toy_task.Task(name="a")}, {"a": None}, cfg,
+             log=lambda s: None)
+  reference = tmp_path / "mkdir"
+  reference.mkdir()  # what any new directory of this user gets
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  target = tmp_path / "sm"
+
+  def run_export(*extra):
+    return subprocess.run(
+        [sys.executable, "-m", "mtssl_tf.export",
+         f"--checkpoint={tmp_path / 'run'}", f"--export_dir={target}",
+         *extra], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=env)
+
+  first = run_export()
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert (os.stat(target).st_mode & 0o777) == (
+      os.stat(reference).st_mode & 0o777)  # was 0700 (mkdtemp's)
+  stamp = os.stat(target / "saved_model.pb").st_mtime_ns
+  again = run_export()
+  assert again.returncode == 1
+  assert "already exists; pass --overwrite to replace it" in again.stderr
+  assert os.stat(target / "saved_model.pb").st_mtime_ns == stamp
+  assert run_export("--overwrite").returncode == 0
+  assert os.stat(target / "saved_model.pb").st_mtime_ns != stamp
+  notes = tmp_path / "notes"
+  notes.mkdir()
+  (notes / "todo.txt").write_text("keep me")
+  target = notes
+  refused = run_export("--overwrite")
+  assert refused.returncode == 1 and "not a SavedModel" in refused.stderr
+  assert (notes / "todo.txt").read_text() == "keep me"

@@ -93,10 +93,56 @@ def test_each_task_reads_the_source_of_its_kind(tmp_path):
     (["--col.head_width=wide"], "--col.head_width: invalid literal"),
     (["--ex.margin=1"], "'ex', which is not in --tasks"),
     (["--steps_per_cycle=rp:0"], "must be positive"),
+    (["--rp.patch_size=-3"],
+     r"Task 'rp': relative_position Config: patch_size=-3 must be > 0\. "
+     r"Set it with --rp\.<field>=<value>"),
+    (["--tasks=ex", "--ex.patch_size=300"], "must be <= image_size 256"),
+    (["--tasks=rp,rot", "--rot.image_size=300"], "must be <= resize_size"),
+    (["--checkpoint_every_steps=-1"],
+     r"--checkpoint_every_steps must be >= 0 \(0: off\), got -1"),
+    (["--learning_rate=-1"], "--learning_rate must be > 0, got -1.0"),
+    (["--learning_rate=0"], "--learning_rate must be > 0"),
+    (["--keep_checkpoints=0"], "--keep_checkpoints must be >= 1, got 0"),
+    (["--checkpoint_every_secs=-5"], "--checkpoint_every_secs must be >= 0"),
+    (["--init_checkpoint=/nonexistent/model.ckpt"],
+     r"--init_checkpoint '/nonexistent/model.ckpt' is not a checkpoint \(no "
+     r"/nonexistent/model.ckpt.index\)"),
 ])
 def test_invalid_flags_fail_with_a_message(args, match):
   with pytest.raises(main.UsageError, match=match):
     _configs(*args)
+
+
+def test_head_width_multiplier_scales_every_head_then_overrides_apply():
+  _, paper, _, _, _ = _configs("--tasks=rp,col,ex,ms")
+  _, small, _, _, _ = _configs("--tasks=rp,col,ex,ms",
+                               "--head_width_multiplier=0.125",
+                               "--ms.head_width=7")
+  assert paper["col"].head_width == 4096 and small["col"].head_width == 512
+  assert paper["rp"].fc_width == 4608 and small["rp"].fc_width == 576
+  assert small["rp"].fc_bottleneck == 64
+  assert small["rp"].patch_units == ((128, 16, 2), (64, 16, 2))
+  assert small["ex"].patch_units == ((128, 16, 2), (64, 16, 2))
+  assert small["ms"].head_width == 7  # the override wins
+  assert small["rp"].patch_size == paper["rp"].patch_size  # not a width
+  with pytest.raises(main.UsageError, match="must be > 0"):
+    _configs("--head_width_multiplier=0")
+
+
+def test_export_dir_is_checked_at_start_up(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(main.UsageError, match=r"--export_dir: Cannot write the "
+                     r"export to .*file/sm.*is not a writable directory"):
+    _configs(f"--export_dir={blocker}/sm")
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "todo.txt").write_text("keep me")
+  with pytest.raises(main.UsageError, match=r"is not a SavedModel directory "
+                     r".*refusing to replace it"):
+    _configs(f"--export_dir={tmp_path}/notes")
+  *_, export_dir = _configs(f"--export_dir={tmp_path}/new/sm")
+  assert export_dir == f"{tmp_path}/new/sm"
+  assert not os.path.exists(f"{tmp_path}/new")  # nothing written
 
 
 def test_command_line_errors_exit_nonzero_with_the_message(tmp_path):
@@ -107,9 +153,13 @@ def test_command_line_errors_exit_nonzero_with_the_message(tmp_path):
       (["--tasks=rp,foo"], "Unknown task(s) ['foo']"),
       (["--tasks=rp", "--depth=14", "--base_width=8",
         f"--model_dir={blocker}/run"], "is not writable"),
+      (["--tasks=rp", "--depth=14", "--base_width=8", "--image_source=folder",
+        f"--image_path={tmp_path}/missing", f"--model_dir={tmp_path}/run"],
+       "does not exist"),
   ]:
     run = subprocess.run([sys.executable, "-m", "mtssl_tf.main", *args],
                          cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 2, run.stderr[-2000:]
     assert message in run.stderr
+  assert not os.path.exists(tmp_path / "run")  # nothing written on failure

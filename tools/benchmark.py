@@ -56,6 +56,10 @@ The machine may be shared: compare figures only within one run (ratios are
 measured in alternation or in the same process where possible).
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import dataclasses
 import json
 import os

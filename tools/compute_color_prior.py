@@ -21,6 +21,10 @@ training, compute the prior of your own data, e.g.
       --num_images=20000 --output=/data/imagenet_color_prior.npy
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import sys
 
 from absl import app

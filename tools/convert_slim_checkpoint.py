@@ -11,6 +11,10 @@ ignored unless --include_block4) and a JSON sidecar with its configuration.
 Load it with ``mtssl_tf.models.slim_conversion.restore_trunk``.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import sys
 
 from absl import app

@@ -32,6 +32,10 @@ Exit status: 0 when the run finished (even with skipped videos), 1 when it
 could not start (no videos, unwritable output directory, bad flags).
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import sys
 
 from absl import app

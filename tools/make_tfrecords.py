@@ -8,6 +8,10 @@ then train with ``--image_source=tfrecord
 ``manifest.json`` with the reason. See mtssl_tf/data/image_records.py.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import sys
 
 from absl import app

@@ -18,6 +18,12 @@ in ``build_head``. What it needs from the data is named by ``source_kind``:
 masks); entry points build one ``DataConfig`` per kind and give each task
 the one of its kind.
 
+A ``Config`` may define ``validate()`` (raises ValueError naming a field the
+task cannot train with; ``check_config`` below does the common checks;
+``registry.build`` and the entry point call it) and ``scale_head(multiplier)``
+(the Config with every hidden width of the head times ``multiplier``, 1 the
+paper's; ``--head_width_multiplier``; see ``scale_width``).
+
 The training loop only uses this contract, so adding a task means one module
 plus one line in ``registry.py``; ``tests/tasks/contract_test.py`` holds
 every registered task to it.
@@ -121,6 +127,71 @@ class Task(Protocol):
     """TensorBoard images by name, uint8 ``[n, height, width, 3]``; the
     task's inputs as the trunk sees them, at least."""
     ...
+
+
+def scale_width(width: int, multiplier: float) -> int:
+  """``width * multiplier`` rounded, at least 1 (a head's hidden width)."""
+  return max(1, int(round(width * multiplier)))
+
+
+def scale_units(units, multiplier: float):
+  """Scales the ``(depth, bottleneck, stride)`` units of a head's ResNet
+  units (``heads.PATCH_UNITS``): depth and bottleneck, not the stride."""
+  return tuple((scale_width(depth, multiplier),
+                scale_width(bottleneck, multiplier), stride)
+               for depth, bottleneck, stride in units)
+
+
+def check_config(config, positive=(), non_negative=(), fractions=(),
+                 ranges=()) -> None:
+  """Checks the fields of a task ``Config``; raises ValueError naming one.
+
+  Args:
+    config: a task's Config dataclass.
+    positive: fields (numbers, or nested tuples of numbers) that must be > 0.
+    non_negative: fields that must be >= 0.
+    fractions: fields that must lie in [0, 1].
+    ranges: pairs of fields ``(low, high)``, or tuple fields ``(low, high)``,
+      that must satisfy 0 < low <= high.
+  """
+  name = type(config).__module__.rsplit(".", 1)[-1]
+
+  def leaves(value):
+    if isinstance(value, (tuple, list)):
+      return [x for v in value for x in leaves(v)]
+    return [value]
+
+  def fail(field, rule):
+    raise ValueError(f"{name} Config: {field}={getattr(config, field)!r} "
+                     f"must be {rule}.")
+
+  for field in dataclasses.fields(config):
+    default = field.default
+    value = getattr(config, field.name)
+    if isinstance(default, bool) and not isinstance(value, bool):
+      fail(field.name, "True or False")
+    elif (isinstance(default, (int, float)) and not isinstance(default, bool)
+          and (isinstance(value, bool) or not isinstance(value, (int, float)))):
+      fail(field.name, f"a number like {default!r}")
+    elif (isinstance(default, int) and not isinstance(default, bool) and
+          not isinstance(value, int)):
+      fail(field.name, f"an integer like {default!r}")
+  for field in positive:
+    if not all(isinstance(v, (int, float)) and v > 0
+               for v in leaves(getattr(config, field))):
+      fail(field, "> 0")
+  for field in non_negative:
+    if not getattr(config, field) >= 0:
+      fail(field, ">= 0")
+  for field in fractions:
+    if not 0 <= getattr(config, field) <= 1:
+      fail(field, "in [0, 1]")
+  for item in ranges:
+    low, high = ((getattr(config, item[0]), getattr(config, item[1]))
+                 if isinstance(item, tuple) else getattr(config, item))
+    if not 0 < low <= high:
+      fail(item if isinstance(item, str) else item[1],
+           f"a range with 0 < low <= high (low {low!r}, high {high!r})")
 
 
 def to_trunk_range(images):

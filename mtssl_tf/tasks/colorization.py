@@ -80,6 +80,15 @@ class Config:
   grayscale_threshold: float = 5.0
   weight_decay: float = 1e-4
 
+  def validate(self) -> None:
+    base.check_config(
+        self, positive=("image_size", "head_width", "temperature"),
+        non_negative=("grayscale_threshold", "weight_decay"),
+        fractions=("rebalance_lambda",))
+
+  def scale_head(self, multiplier: float) -> "Config":
+    return dataclasses.replace(
+        self, head_width=base.scale_width(self.head_width, multiplier))
 
 # A tiny configuration for tests and smoke runs (tasks/base.py): trains in
 # seconds on a depth-14, width-8 trunk.

@@ -83,6 +83,20 @@ class Config:
   patch_units: Tuple[Tuple[int, int, int], ...] = heads.PATCH_UNITS
   weight_decay: float = 1e-4
 
+  def validate(self) -> None:
+    base.check_config(
+        self, positive=("image_size", "patch_size", "patch_units", "margin"),
+        non_negative=("max_translation", "max_rotation_degrees", "max_offset",
+                      "max_hue_delta", "weight_decay"),
+        ranges=("scale_range", "pca_factor_range", "power_range",
+                "factor_range"))
+    if self.patch_size > self.image_size:
+      raise ValueError(f"exemplar Config: patch_size {self.patch_size} must "
+                       f"be <= image_size {self.image_size}.")
+
+  def scale_head(self, multiplier: float) -> "Config":
+    return dataclasses.replace(
+        self, patch_units=base.scale_units(self.patch_units, multiplier))
 
 # A tiny configuration for tests and smoke runs (tasks/base.py): trains in
 # seconds on a depth-14, width-8 trunk.

@@ -58,6 +58,15 @@ class Config:
   builtin_frames: int = 8
   shuffle_buffer: int = 256
 
+  def validate(self) -> None:
+    base.check_config(
+        self, positive=("head_width", "positive_weight",
+                        "builtin_videos", "builtin_frames", "shuffle_buffer"),
+        non_negative=("weight_decay",))
+
+  def scale_head(self, multiplier: float) -> "Config":
+    return dataclasses.replace(
+        self, head_width=base.scale_width(self.head_width, multiplier))
 
 # A tiny configuration for tests and smoke runs (tasks/base.py): trains in
 # seconds on a depth-14, width-8 trunk.

@@ -50,7 +50,10 @@ def build(name: str, config: Optional[object] = None,
     trunk: ``base.TrunkFacts`` of the trunk it trains (None: the paper's).
   """
   module = get_module(name)
+  config = config if config is not None else module.Config()
+  if hasattr(config, "validate"):
+    config.validate()  # raises ValueError naming the bad field
   if trunk is None:
     from mtssl_tf.tasks import base  # pylint: disable=g-import-not-at-top
     trunk = base.PAPER_TRUNK
-  return module.Task(config if config is not None else module.Config(), trunk)
+  return module.Task(config, trunk)

@@ -88,6 +88,18 @@ class Config:
   num_fc_units: int = 3
   weight_decay: float = 1e-4
 
+  def validate(self) -> None:
+    base.check_config(
+        self, positive=("patch_size", "min_downsample_pixels", "patch_units",
+                        "fc_width", "fc_bottleneck", "num_fc_units"),
+        non_negative=("gap", "jitter", "weight_decay"),
+        fractions=("downsample_prob",), ranges=(("min_pixels", "max_pixels"),))
+
+  def scale_head(self, multiplier: float) -> "Config":
+    return dataclasses.replace(
+        self, patch_units=base.scale_units(self.patch_units, multiplier),
+        fc_width=base.scale_width(self.fc_width, multiplier),
+        fc_bottleneck=base.scale_width(self.fc_bottleneck, multiplier))
 
 # A tiny configuration for tests and smoke runs (tasks/base.py): trains in
 # seconds on a depth-14, width-8 trunk.

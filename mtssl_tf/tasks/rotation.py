@@ -66,6 +66,17 @@ class Config:
   patch_units: Tuple[Tuple[int, int, int], ...] = heads.PATCH_UNITS
   weight_decay: float = 1e-4
 
+  def validate(self) -> None:
+    base.check_config(self, positive=("image_size", "resize_size",
+                                      "patch_units"),
+                      non_negative=("weight_decay",))
+    if self.image_size > self.resize_size:
+      raise ValueError(f"rotation Config: image_size {self.image_size} must "
+                       f"be <= resize_size {self.resize_size}.")
+
+  def scale_head(self, multiplier: float) -> "Config":
+    return dataclasses.replace(
+        self, patch_units=base.scale_units(self.patch_units, multiplier))
 
 # A tiny configuration for tests and smoke runs (tasks/base.py): trains in
 # seconds on a depth-14, width-8 trunk.

@@ -14,14 +14,30 @@ any moment restarts from the last complete checkpoint.
 ``run.json`` in the model directory records what was trained (tasks, trunk,
 lasso). Resuming with a different task set or trunk is refused at start-up,
 before anything is written, so an incompatible checkpoint is never overwritten.
+
+One run at a time: ``ModelDirLock`` holds an exclusive ``flock`` on
+``<model_dir>/.lock`` for the whole run (the kernel drops it when the process
+dies, so a killed run never leaves a lock that blocks); a second run on the
+same directory is refused with the holder's pid and host.
+
+No checkpoint holds non-finite values: the loop checks every checkpointed
+variable before each save (``step.all_finite``); ``nonfinite_tensors``
+inspects a checkpoint on disk and ``set_aside_from`` takes untrusted ones out
+of the index. ``check_free_disk`` refuses to start the first save when the
+disk cannot hold it.
 """
 
 import dataclasses
+import fcntl
 import json
 import os
+import shutil
+import socket
 import tempfile
 import time
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 import tensorflow as tf
 
@@ -56,12 +72,83 @@ def run_info(tasks: Sequence[str], trunk_config, lasso: bool) -> dict:
           "lasso": bool(lasso)}
 
 
+def umask_mode(mode: int = 0o666) -> int:
+  """``mode`` filtered by the process umask (what ``open()`` would create)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return mode & ~umask
+
+
 def _atomic_write_json(path: str, value: dict) -> None:
   directory = os.path.dirname(path)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
   with os.fdopen(fd, "w", encoding="utf-8") as f:
     json.dump(value, f, indent=2, sort_keys=True)
+  # mkstemp creates 0600; a run's files are shared like any other file.
+  os.chmod(tmp, umask_mode())
   os.replace(tmp, path)
+
+
+LOCK_FILE = ".lock"
+
+
+class ModelDirLock:
+  """Exclusive lock on a model directory for the lifetime of one run.
+
+  ``acquire`` creates ``model_dir`` if needed and takes a non-blocking
+  ``flock`` on ``model_dir/.lock``, then writes the holder's pid, host and
+  start time into it. The lock belongs to the open file: it is released by
+  ``release``, or by the kernel when the process exits or is killed, so a
+  lock file left by a dead process never blocks a new run.
+
+  Raises (``acquire``):
+    ValueError: another live process holds the lock (the message names its
+      pid and host), or the directory is not writable.
+  """
+
+  def __init__(self, model_dir: str):
+    self.path = os.path.join(model_dir, LOCK_FILE)
+    self._file = None
+
+  def acquire(self) -> "ModelDirLock":
+    directory = os.path.dirname(self.path)
+    try:
+      os.makedirs(directory, exist_ok=True)
+      f = open(self.path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+    except OSError as e:
+      raise ValueError(
+          f"--model_dir {directory!r} is not writable ({e}); choose a "
+          f"directory you can write to.") from None
+    try:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      holder = f.read().strip() or "unknown process"
+      f.close()
+      raise ValueError(
+          f"--model_dir {directory!r} is in use by another training run "
+          f"({holder}). Two runs in one directory would mix their "
+          f"checkpoints; wait for that run to finish (or stop it), or choose "
+          f"another --model_dir.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on host {socket.gethostname()}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+    f.flush()
+    self._file = f
+    return self
+
+  def release(self) -> None:
+    if self._file is not None:
+      fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
 
 
 def prepare_model_dir(model_dir: str, info: dict) -> bool:
@@ -142,3 +229,78 @@ class SavePolicy:
 def step_cost(costs: Mapping[str, float], steps: Mapping[str, int]) -> float:
   """Sum over tasks of steps x per-step cost."""
   return float(sum(costs[t] * n for t, n in steps.items()))
+
+
+def nonfinite_tensors(prefix: str) -> List[str]:
+  """Names of the float tensors of checkpoint ``prefix`` with NaN or Inf."""
+  reader = tf.train.load_checkpoint(prefix)
+  bad = []
+  for name, dtype in reader.get_variable_to_dtype_map().items():
+    if dtype.is_floating and not np.all(np.isfinite(reader.get_tensor(name))):
+      bad.append(name)
+  return sorted(bad)
+
+
+def newest_finite_checkpoint(prefixes: Sequence[str]) -> Optional[str]:
+  """The last of ``prefixes`` (oldest first) whose values are all finite."""
+  for prefix in reversed(list(prefixes)):
+    try:
+      if not nonfinite_tensors(prefix):
+        return prefix
+    except (tf.errors.OpError, ValueError):
+      continue
+  return None
+
+
+def _checkpoint_number(prefix: str) -> int:
+  return int(prefix.rsplit("-", 1)[1])
+
+
+def set_aside_from(model_dir: str, first_bad_step: int):
+  """Makes the newest trusted finite checkpoint the one a rerun resumes from.
+
+  Checkpoints numbered ``>= first_bad_step`` are not trusted (e.g. the state
+  whose very next loss was NaN, though finite itself); neither are
+  checkpoints with NaN/Inf values. They stay on disk but leave the index
+  (the "checkpoint" file), so ``tf.train.latest_checkpoint`` and a rerun
+  pick the newest trusted one.
+
+  Returns:
+    (the trusted prefix or None, the prefixes set aside).
+  """
+  state = tf.train.get_checkpoint_state(model_dir)
+  prefixes = list(state.all_model_checkpoint_paths) if state else []
+  trusted = [p for p in prefixes if _checkpoint_number(p) < first_bad_step]
+  good = newest_finite_checkpoint(trusted)
+  kept = [p for p in trusted if good and
+          _checkpoint_number(p) <= _checkpoint_number(good)]
+  aside = [p for p in prefixes if p not in kept]
+  if aside:
+    if good:
+      tf.compat.v1.train.update_checkpoint_state(model_dir, good, kept)
+    else:
+      index = os.path.join(model_dir, "checkpoint")
+      os.replace(index, index + ".set_aside")
+  return good, aside
+
+
+def variables_bytes(variables) -> int:
+  """Bytes that ``variables`` take in a checkpoint (their values)."""
+  return int(sum(np.prod(v.shape) * v.dtype.size for v in variables))
+
+
+def check_free_disk(directory: str, needed_bytes: int, keep: int) -> None:
+  """Raises ValueError if ``directory``'s disk cannot hold the next save.
+
+  A save needs ``needed_bytes`` next to the checkpoints kept (the old one is
+  deleted only after the new one is complete). The message states the
+  footprint of ``keep`` checkpoints so the user can plan the run.
+  """
+  free = shutil.disk_usage(directory).free
+  if free < needed_bytes * 1.05:
+    raise ValueError(
+        f"Not enough free disk in {directory!r} for a checkpoint: one takes "
+        f"{needed_bytes / 2**20:.0f} MiB ({keep} kept: "
+        f"{keep * needed_bytes / 2**20:.0f} MiB) but {free / 2**20:.0f} MiB "
+        f"are free. Free some space, use a --model_dir on a larger disk, or "
+        f"shrink the model (--head_width_multiplier, --keep_checkpoints).")

@@ -21,13 +21,13 @@ Thread counts are applied first (``speed.configure_threads``).
 Sections below: setup, data, model, step, checkpoint, summaries, loop.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import config as config_lib
@@ -43,7 +43,11 @@ from mtssl_tf.training import summaries
 
 
 class NonFiniteLossError(RuntimeError):
-  """A task's loss became NaN or Inf; the run stopped without applying it."""
+  """A task's loss, gradients or updated values became NaN or Inf.
+
+  The run stopped without saving: every checkpoint in model_dir is finite.
+  """
+
 
 
 @dataclasses.dataclass
@@ -77,6 +81,50 @@ def _worker_role(strategy) -> Tuple[int, bool]:
   return task_id, task_type == "worker" and task_id == 0
 
 
+def _restore(latest, model_ckpt, data_ckpt, saved_values, model_dir, log):
+  """Restores the newest checkpoint of ``model_dir`` whose values are finite.
+
+  Older versions could save non-finite checkpoints; those are passed over
+  (and said so). The input pipelines' state is restored when the checkpoint
+  has it and the pipelines fit it; otherwise the data order restarts from the
+  seed (said so).
+
+  Returns:
+    The prefix restored.
+  """
+  state = tf.train.get_checkpoint_state(model_dir)
+  candidates = [latest] + [p for p in reversed(
+      list(state.all_model_checkpoint_paths if state else [])) if p != latest]
+  for prefix in candidates:
+    try:
+      model_ckpt.read(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      raise ValueError(
+          f"Checkpoint {prefix} does not fit this model "
+          f"({type(e).__name__}: {str(e)[:300]}). Use a new --model_dir; the "
+          f"checkpoint was left untouched.") from None
+    if bool(step_lib.all_finite(saved_values)):
+      break
+    log(f"Checkpoint {prefix} holds non-finite values (NaN/Inf); passing "
+        f"over it to an older one.")
+  else:
+    raise ValueError(
+        f"No checkpoint in {model_dir!r} holds finite values; start a new "
+        f"--model_dir (nothing was changed).")
+  names = [n for n, _ in tf.train.list_variables(prefix)]
+  if not data_ckpt.data or not any(n.startswith("data/") for n in names):
+    if data_ckpt.data:
+      log(f"{prefix} has no input pipeline state: the data order restarts "
+          f"from the seed.")
+    return prefix
+  try:
+    data_ckpt.read(prefix).expect_partial()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    log(f"The input pipelines changed since {prefix} (batch size or data?; "
+        f"{type(e).__name__}): the data order restarts from the seed.")
+  return prefix
+
+
 def train(trunk_config: config_lib.TrunkConfig,
           tasks: Mapping[str, object],
           data: Mapping[str, config_lib.DataConfig],
@@ -95,24 +143,57 @@ def train(trunk_config: config_lib.TrunkConfig,
 
   Raises:
     ValueError: an invalid combination (replica plan, model dir, data).
-    NonFiniteLossError: a loss became NaN/Inf (the update is not applied and
-      nothing is saved after the last good checkpoint).
+    NonFiniteLossError: a loss, gradient or updated value became NaN/Inf at
+      a global step the message names; that update's values are never saved
+      and every checkpoint in model_dir is finite.
+
+  Everything is validated (config, replica plan, data sources, init
+  checkpoint) before anything is written to ``cfg.model_dir``; the chief holds
+  an exclusive lock on it while it trains (``checkpointing.ModelDirLock``).
   """
-  # ---- Setup --------------------------------------------------------------
+  with contextlib.ExitStack() as cleanup:
+    return _train(cleanup, trunk_config, tasks, data, cfg, strategy, log)
+
+
+def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
+  """``train``; ``cleanup`` (an ExitStack) releases the model_dir lock."""
+  # ---- Setup: validate everything before writing anything ------------------
+  cfg.validate()
   speed.configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
   speed.check_precision(cfg.mixed_precision)
-  if cfg.steps_per_call < 1:
-    raise ValueError(f"steps_per_call must be >= 1, got {cfg.steps_per_call}.")
   names = list(tasks)
   strategy = strategy or tf.distribute.get_strategy()
   plan = replicas.plan_replicas(names, strategy.num_replicas_in_sync,
                                 cfg.replicas_per_task)
+  worker, chief = _worker_role(strategy)
+  if cfg.init_checkpoint and not tf.train.latest_checkpoint(cfg.model_dir):
+    if not tf.io.gfile.exists(cfg.init_checkpoint + ".index"):
+      raise ValueError(
+          f"init_checkpoint {cfg.init_checkpoint!r} is not a checkpoint (no "
+          f"{cfg.init_checkpoint}.index); give the prefix written by "
+          f"tools/convert_slim_checkpoint.py.")
+
+  # ---- Data: one iterator per task, outside the strategy scope (the skip
+  # counters of the sources are host variables updated inside tf.data). An
+  # unusable source fails here, before the model dir is touched.
+  datasets, skip_counters = {}, {}
+  for i, t in enumerate(names):
+    datasets[t], skip_counters[t] = tasks[t].make_dataset(
+        data[t], cfg.batch_size_of(t), seed=cfg.seed + 1000 * worker + i)
+  # The skip counters are state outside the pipeline that its checkpoint
+  # does not hold (they are bookkeeping; resuming restarts them).
+  options = tf.data.Options()
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.IGNORE)
+  iterators = {t: iter(ds.with_options(options))
+               for t, ds in datasets.items()}
+
   # Multi-worker: only the chief writes model_dir (run.json, checkpoints,
   # summaries). The other workers take part in every (collective) save but
   # write to a scratch directory, removed at the end, and log nothing.
-  worker, chief = _worker_role(strategy)
   if chief:
     write_dir = cfg.model_dir
+    cleanup.enter_context(checkpointing.ModelDirLock(cfg.model_dir))
     resumed_run = checkpointing.prepare_model_dir(
         cfg.model_dir, checkpointing.run_info(names, trunk_config, cfg.lasso))
   else:
@@ -121,14 +202,6 @@ def train(trunk_config: config_lib.TrunkConfig,
     resumed_run, log = False, lambda message: None
   log(f"Replica plan ({strategy.num_replicas_in_sync} replicas): "
       f"{plan.describe()}")
-
-  # ---- Data: one iterator per task, outside the strategy scope (the skip
-  # counters of the sources are host variables updated inside tf.data).
-  datasets, skip_counters = {}, {}
-  for i, t in enumerate(names):
-    datasets[t], skip_counters[t] = tasks[t].make_dataset(
-        data[t], cfg.batch_size_of(t), seed=cfg.seed + 1000 * worker + i)
-  iterators = {t: iter(ds) for t, ds in datasets.items()}
 
   # ---- Model, optimizers, state -------------------------------------------
   with strategy.scope():
@@ -144,19 +217,26 @@ def train(trunk_config: config_lib.TrunkConfig,
     state = checkpointing.RunState(names)
 
   # ---- Checkpoint: restore or initialise -----------------------------------
-  ckpt = tf.train.Checkpoint(trunk=network.trunk, heads=network.heads,
-                             lasso=network.lasso, optimizers=opts, state=state)
+  model_state = dict(trunk=network.trunk, heads=network.heads,
+                     lasso=network.lasso, optimizers=opts, state=state)
+  # Every value a checkpoint holds, checked finite before each save.
+  saved_values = [v for module in ([network.trunk] +
+                                   list(network.heads.values()) +
+                                   list(network.lasso.values()) +
+                                   list(opts.values()))
+                  for v in module.variables]
+  # The input pipelines' positions make resume exact (the same examples as
+  # an uninterrupted run). One worker only: only the chief's checkpoint is
+  # restored, and every worker has its own pipeline.
+  data_state = iterators if _num_workers(strategy) == 1 else {}
+  ckpt = tf.train.Checkpoint(data=data_state, **model_state)
   manager = tf.train.CheckpointManager(ckpt, write_dir,
                                        max_to_keep=cfg.keep_checkpoints)
   latest = tf.train.latest_checkpoint(cfg.model_dir)  # the chief's
   if latest:
-    try:
-      ckpt.restore(latest).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      raise ValueError(
-          f"Checkpoint {latest} does not fit this model "
-          f"({type(e).__name__}: {str(e)[:300]}). Use a new --model_dir; the "
-          f"checkpoint was left untouched.") from None
+    latest = _restore(latest, tf.train.Checkpoint(**model_state),
+                      tf.train.Checkpoint(data=data_state), saved_values,
+                      cfg.model_dir, log)
     log(f"Resumed from {latest} at {state.as_dict()}")
   elif resumed_run:
     log(f"{cfg.model_dir} has run.json but no checkpoint: starting at 0.")
@@ -228,7 +308,33 @@ def train(trunk_config: config_lib.TrunkConfig,
 
   saved_step = [None]
 
+  def finite_checkpoint_advice(first_bad_step):
+    """Says which checkpoint a rerun resumes from (the chief sets aside the
+    ones not trusted: from ``first_bad_step`` on, or non-finite)."""
+    if chief:
+      good, aside = checkpointing.set_aside_from(cfg.model_dir, first_bad_step)
+    else:
+      good, aside = tf.train.latest_checkpoint(cfg.model_dir), []
+    where = (f"the newest checkpoint, {good}, is finite and a rerun resumes "
+             f"from it" if good else "there is no usable checkpoint, a rerun "
+             "starts from step 0")
+    if aside:
+      where += (f" ({', '.join(os.path.basename(p) for p in aside)} set "
+                f"aside: their values or their next step were not finite; "
+                f"the files stay but are no longer resumed from)")
+    return f"Nothing non-finite was saved: {where}."
+
   def save(reason):
+    # The last line of defence of the NaN guard: nothing non-finite is saved.
+    if not bool(step_lib.all_finite(saved_values)):
+      raise NonFiniteLossError(
+          f"The model holds non-finite values at global step "
+          f"{int(state.global_step.numpy())}; not saving. "
+          f"{finite_checkpoint_advice(int(state.global_step.numpy()))}")
+    if saved_step[0] is None:  # first save of this process: room for it?
+      checkpointing.check_free_disk(
+          write_dir, checkpointing.variables_bytes(saved_values),
+          cfg.keep_checkpoints)
     path = manager.save(checkpoint_number=state.global_step)
     saved_step[0] = int(state.global_step.numpy())
     policy.saved(saved_step[0], float(state.cost.numpy()))
@@ -246,6 +352,9 @@ def train(trunk_config: config_lib.TrunkConfig,
   loss_history = {t: [] for t in names}
   window_start, window_examples = time.monotonic(), {t: 0.0 for t in names}
   window_steps = 0
+  # The ETA is estimated from the steps after the first call, which traces
+  # (and compiles) the step function and takes many times longer.
+  eta_origin = None  # (time, step) when the first call returned
   profiling = False
   pending = []  # cycle logs of steps run by the last call, not yet booked
   path = latest
@@ -259,22 +368,29 @@ def train(trunk_config: config_lib.TrunkConfig,
       if not pending:
         pending = list(run_steps(min(cfg.steps_per_call,
                                      cfg.max_steps - step)))
+        if eta_origin is None:
+          eta_origin = (time.monotonic(), step + len(pending))
       cycle_logs = pending.pop(0)
       merged = {}
       for logs in cycle_logs:
         for t, values in logs.items():
-          merged.setdefault(t, []).append(
-              {k: float(v.numpy()) for k, v in values.items()})
+          values = {k: float(v.numpy()) for k, v in values.items()}
+          verdict = int(values.pop("nonfinite"))
+          if verdict != step_lib.FINITE:
+            # A non-finite loss or gradient comes from the state saved after
+            # the previous step: that checkpoint is not trusted either.
+            first_bad = step + (verdict == step_lib.BAD_VALUES)
+            raise NonFiniteLossError(
+                f"Task {t!r} had {step_lib.NONFINITE_WHAT[verdict]} at global "
+                f"step {step + 1} (loss {values['loss']}, total "
+                f"{values['total_loss']}); the run stopped. "
+                f"{finite_checkpoint_advice(first_bad)} Lower the learning "
+                f"rate of "
+                f"{t} (--learning_rate, --task_learning_rate={t}:...) or "
+                f"check its inputs.")
+          merged.setdefault(t, []).append(values)
       last_logs = {t: summaries.mean_dicts(v) for t, v in merged.items()}
       for t, values in last_logs.items():
-        if not np.isfinite(values["total_loss"]):
-          raise NonFiniteLossError(
-              f"Task {t!r} has a non-finite loss ({values['loss']}, total "
-              f"{values['total_loss']}) at global step {step}; the update "
-              f"was not applied and the last good checkpoint "
-              f"({manager.latest_checkpoint}) is kept. Lower the learning "
-              f"rate of {t} (--task_learning_rate={t}:...) or check its "
-              f"inputs.")
         window_examples[t] += sum(v["examples"] for v in merged[t])
         loss_history[t].append(values["loss"])
       state.global_step.assign_add(1)
@@ -293,9 +409,13 @@ def train(trunk_config: config_lib.TrunkConfig,
         write_scalars(step, last_logs, rates, steps_per_sec)
         skipped_total = sum(sum(c.values())
                             for c in skipped_counts().values())
+        eta_steps = step - eta_origin[1]
+        eta_rate = (eta_steps / max(time.monotonic() - eta_origin[0], 1e-9)
+                    if eta_steps > 0 else None)
         log(summaries.progress_line(
             step, cfg.max_steps, {t: v["loss"] for t, v in last_logs.items()},
-            rates, steps_per_sec, float(state.cost.numpy()), skipped_total))
+            rates, steps_per_sec, float(state.cost.numpy()), skipped_total,
+            eta_steps_per_sec=eta_rate))
         window_start, window_steps = time.monotonic(), 0
         window_examples = {t: 0.0 for t in names}
       if (cfg.image_summary_every_steps and

@@ -157,6 +157,14 @@ def plan_replicas(tasks: Sequence[str], num_replicas: int,
     if any(n < 1 for n in replicas_per_task.values()):
       raise ValueError("--replicas_per_task: every task needs >= 1 replica.")
     total = sum(replicas_per_task.values())
+    if num_replicas < len(tasks):
+      raise ValueError(
+          f"--replicas_per_task gives every task its own replicas, but there "
+          f"are {len(tasks)} tasks and only {num_replicas} replica(s), so no "
+          f"explicit map is valid. Drop --replicas_per_task (then replicas "
+          f"compute several tasks each, round robin), or use at least "
+          f"{len(tasks)} devices (e.g. --strategy=mirrored with "
+          f"--num_cpu_devices={len(tasks)} or more GPUs).")
     if total != num_replicas:
       even = plan_replicas(tasks, num_replicas)
       suggestion = ",".join(f"{t}:{even.group_size(t)}" for t in tasks)

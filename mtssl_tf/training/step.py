@@ -13,7 +13,11 @@ The training loop (``training/loop.py``), the benchmark
   * ``cycle``: each task's contributions summed over the replicas of that
     task's own group only (no other task's zeros exchanged on one host);
   * ``apply(t, ...)``: the group average applied by t's own RMSProp, skipped
-    when the loss is not finite, and t's step counter advanced.
+    when the loss or a gradient is not finite, and t's step counter
+    advanced; then the NaN guard's verdict (logs["nonfinite"]: ``FINITE``,
+    ``BAD_LOSS``, ``BAD_GRADS`` or ``BAD_VALUES`` when the update left a
+    weight, batch-norm statistic or RMSProp slot non-finite), on which the
+    loop stops before any save.
 
 ``run_cycles`` unrolls ``steps_per_call`` cycles in one ``tf.function``
 trace, the same way for the loop and the benchmark.
@@ -24,6 +28,22 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 
 Logs = Dict[str, tf.Tensor]
+
+# The NaN guard's verdict on one update of one task (``TaskStep.apply``).
+FINITE, BAD_LOSS, BAD_GRADS, BAD_VALUES = 0, 1, 2, 3
+NONFINITE_WHAT = {
+    BAD_LOSS: "a non-finite loss",
+    BAD_GRADS: "non-finite gradients",
+    BAD_VALUES: "non-finite values after its update (weights, batch-norm "
+                "statistics or RMSProp slots)"}
+
+
+def all_finite(values) -> tf.Tensor:
+  """Scalar bool: every float value of ``values`` (variables or tensors) is
+  finite."""
+  checks = [tf.reduce_all(tf.math.is_finite(v)) for v in values
+            if v.dtype.is_floating]
+  return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
 
 
 def log_keys(task, head, labels_spec) -> Tuple[str, ...]:
@@ -125,13 +145,17 @@ class TaskStep:
   def apply(self, t: str, grads: Sequence[tf.Tensor], logs: Logs,
             stats: Sequence[tf.Tensor] = (), group_size: int = 1) -> Logs:
     """Averages sums over t's group and applies t's RMSProp unless the loss
-    is non-finite (cross-replica context, or no strategy).
+    or a gradient is non-finite (cross-replica context, or no strategy).
 
     Args:
       grads, logs, stats: sums over t's ``group_size`` replicas.
 
     Returns:
-      The group-averaged logs (``examples`` stays the group's total).
+      The group-averaged logs (``examples`` stays the group's total) and
+      ``nonfinite``, the NaN guard's verdict (int32 ``FINITE``, ...): after
+      the update, every value it can have changed is checked (t's variables,
+      all batch-norm statistics, which the forward pass moves even when the
+      update is skipped, and t's RMSProp slots).
     """
     n = float(group_size)
     if group_size != 1:  # a group of one needs no average (and no 95M-
@@ -139,14 +163,24 @@ class TaskStep:
     for variable, value in zip(self.network.heads[t].non_trainable_variables,
                                stats):
       variable.assign(value / n)  # every replica gets the group's mean
-    finite = tf.math.is_finite(logs["total_loss"])
+    loss_ok = tf.math.is_finite(logs["total_loss"])
+    grads_ok = all_finite(grads)
+    finite = tf.logical_and(loss_ok, grads_ok)
     apply = lambda: self.optimizers[t].apply_gradients(  # noqa: E731
         zip(grads, self.network.task_variables(t)))
     tf.cond(finite, apply, tf.no_op)
     if self.task_steps is not None:
       self.task_steps[t].assign_add(tf.cast(finite, tf.int64))
+    values_ok = all_finite(
+        self.network.task_variables(t) +
+        list(self.network.trunk.non_trainable_variables) +
+        list(self.network.heads[t].non_trainable_variables) +
+        list(self.optimizers[t].variables))
     averaged = {k: v / n for k, v in logs.items() if k != "examples"}
     averaged["examples"] = logs["examples"]
+    averaged["nonfinite"] = tf.where(
+        loss_ok, tf.where(grads_ok, tf.where(values_ok, FINITE, BAD_VALUES),
+                          BAD_GRADS), BAD_LOSS)
     return averaged
 
   def cycle(self, active: Sequence[str], strategy, plan) -> Dict[str, Logs]:

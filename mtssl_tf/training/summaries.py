@@ -6,7 +6,7 @@ task, one square per block-3 unit (shallowest on the left), brighter for larger
 """
 
 import datetime
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -40,8 +40,14 @@ def format_duration(seconds: float) -> str:
 
 def progress_line(step: int, max_steps: int, losses: Mapping[str, float],
                   examples_per_sec: Mapping[str, float], steps_per_sec: float,
-                  cost: float, skipped: int = 0) -> str:
-  """One console line: step, per-task loss and rate, cost, ETA."""
+                  cost: float, skipped: int = 0,
+                  eta_steps_per_sec: Optional[float] = None) -> str:
+  """One console line: step, per-task loss and rate, cost, ETA.
+
+  The ETA divides the remaining steps by ``eta_steps_per_sec``, the rate of
+  the steps after the first (tracing) call; None means no estimate yet ("?").
+  ``steps_per_sec`` is the rate of the last logging window.
+  """
   parts = [f"step {step}/{max_steps}"]
   for task in losses:
     parts.append(f"{task} loss {losses[task]:.4f} "
@@ -50,7 +56,11 @@ def progress_line(step: int, max_steps: int, losses: Mapping[str, float],
   parts.append(f"cost {cost:g}")
   if skipped:
     parts.append(f"skipped inputs {skipped}")
-  eta = (max_steps - step) / steps_per_sec if steps_per_sec > 0 else np.inf
+  rate = eta_steps_per_sec
+  if step >= max_steps:
+    eta = 0.0
+  else:
+    eta = (max_steps - step) / rate if rate and rate > 0 else np.inf
   parts.append(f"ETA {format_duration(eta)}")
   return " | ".join(parts)
 

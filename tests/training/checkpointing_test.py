@@ -1,12 +1,20 @@
-"""Compute accounting, save policy and model_dir compatibility checks."""
+"""Compute accounting, save policy, model_dir checks, lock and NaN helpers."""
 
 import json
 import os
+import socket
+import stat
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtssl_tf import config
 from mtssl_tf.training import checkpointing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def test_step_cost_is_steps_times_cost():
@@ -53,3 +61,77 @@ def test_unwritable_model_dir(tmp_path):
   blocker.write_text("x")
   with pytest.raises(ValueError, match="not writable"):
     checkpointing.prepare_model_dir(str(blocker / "run"), {})
+
+
+def test_run_json_gets_the_umask_permissions(tmp_path):
+  old = os.umask(0o022)
+  try:
+    model_dir = str(tmp_path / "run")
+    checkpointing.prepare_model_dir(model_dir, {"tasks": ["rp"]})
+  finally:
+    os.umask(old)
+  mode = stat.S_IMODE(os.stat(os.path.join(model_dir, "run.json")).st_mode)
+  assert mode == 0o644  # was 0600 (mkstemp's), unreadable by other accounts
+
+
+_HOLD_LOCK = """
+import sys, time
+from mtssl_tf.training import checkpointing
+lock = checkpointing.ModelDirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_model_dir_lock_names_the_holder_and_dies_with_it(tmp_path):
+  model_dir = str(tmp_path / "run")
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, model_dir],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ValueError,
+                       match=rf"in use by another training run \(pid "
+                             rf"{holder.pid} on host {socket.gethostname()}"
+                             rf".*choose another --model_dir"):
+      checkpointing.ModelDirLock(model_dir).acquire()
+  finally:
+    holder.kill()  # SIGKILL: no chance to clean up
+    holder.wait()
+  # The dead holder's lock file is still there but does not block.
+  assert f"pid {holder.pid}" in open(os.path.join(model_dir, ".lock")).read()
+  with checkpointing.ModelDirLock(model_dir):
+    with pytest.raises(ValueError, match=rf"pid {os.getpid()}"):
+      checkpointing.ModelDirLock(model_dir).acquire()
+  checkpointing.ModelDirLock(model_dir).acquire().release()
+
+
+def test_set_aside_from_keeps_the_newest_trusted_finite_checkpoint(tmp_path):
+  model_dir = str(tmp_path)
+  value = tf.Variable([1.0, 2.0])
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=value),
+                                       model_dir, max_to_keep=5)
+  for step in (1, 2, 3, 4):
+    if step == 2:
+      value.assign([np.nan, 0.0])
+    if step == 3:
+      value.assign([1.0, 2.0])
+    manager.save(checkpoint_number=step)
+  assert checkpointing.nonfinite_tensors(
+      os.path.join(model_dir, "ckpt-2")) == ["v/.ATTRIBUTES/VARIABLE_VALUE"]
+  good, aside = checkpointing.set_aside_from(model_dir, first_bad_step=4)
+  assert good.endswith("ckpt-3") and [os.path.basename(p) for p in aside] == [
+      "ckpt-4"]
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-3")
+  good, aside = checkpointing.set_aside_from(model_dir, first_bad_step=3)
+  assert good.endswith("ckpt-1")  # ckpt-2 holds a NaN
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-1")
+  assert os.path.exists(os.path.join(model_dir, "ckpt-3.index"))  # kept
+  good, aside = checkpointing.set_aside_from(model_dir, first_bad_step=1)
+  assert good is None and tf.train.latest_checkpoint(model_dir) is None
+
+
+def test_check_free_disk(tmp_path):
+  checkpointing.check_free_disk(str(tmp_path), 1024, keep=5)
+  with pytest.raises(ValueError, match=r"Not enough free disk .*one takes "
+                     r".* MiB \(5 kept: .* MiB\) but .* MiB are free"):
+    checkpointing.check_free_disk(str(tmp_path), 2**62, keep=5)

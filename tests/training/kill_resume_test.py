@@ -73,9 +73,28 @@ def test_sigkill_then_resume_at_the_saved_step(tmp_path):
           tf.train.load_checkpoint(written).get_tensor(name), saved[name],
           err_msg=name)
 
-  # And the command line continues from there.
+  # And the command line continues from there, on the same examples as a
+  # run that was never interrupted (the input pipelines' positions are in
+  # the checkpoint): the losses agree step for step.
   run = subprocess.run(_main_args(model_dir, step + 2), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   assert f"Resumed from {latest}" in run.stdout
   assert f"'global_step': {step + 2}" in run.stdout
+  reference = subprocess.run(
+      _main_args(str(tmp_path / "uninterrupted"), step + 2), cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert reference.returncode == 0, reference.stderr[-3000:]
+  resumed, whole = _losses(run.stdout), _losses(reference.stdout)
+  assert sorted(resumed) == [step + 1, step + 2]
+  assert resumed == {s: whole[s] for s in resumed}, (resumed, whole)
+
+
+def _losses(stdout):
+  """{step: "rp loss" text} of the progress lines (4 decimals)."""
+  losses = {}
+  for line in stdout.splitlines():
+    if line.startswith("step "):
+      step = int(line.split()[1].split("/")[0])
+      losses[step] = line.split("rp loss ")[1].split()[0]
+  return losses

@@ -39,6 +39,13 @@ def test_bad_allocations(allocation, match):
     replicas.plan_replicas(["rp", "col"], 4, allocation)
 
 
+def test_more_tasks_than_replicas_has_no_explicit_map():
+  with pytest.raises(ValueError, match=r"2 tasks and only 1 replica\(s\), so "
+                     r"no explicit map is valid\. Drop --replicas_per_task") as e:
+    replicas.plan_replicas(["rp", "col"], 1, {"rp": 1, "col": 1})
+  assert "--replicas_per_task=rp:1,col:1" not in str(e.value)
+
+
 def test_parse_task_map():
   assert replicas.parse_task_map("rp:2, col:1") == {"rp": 2, "col": 1}
   assert replicas.parse_task_map("") == {}

@@ -2,10 +2,13 @@
 
 Images are random; the label says whether the image's mean is above 0 (an
 easy signal that a tiny trunk learns in a few steps). ``nan_after`` makes the
-loss NaN after that many loss evaluations (to test the NaN guard).
+loss NaN after that many loss evaluations and ``loss_scale`` scales the loss
+and so the gradients (to test the NaN guard); ``trace_seconds`` makes tracing
+the loss slow (it sleeps in Python, which runs only while tracing).
 """
 
 import dataclasses
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +19,8 @@ import tf_keras
 class Config:
   size: int = 32
   nan_after: int = -1
+  loss_scale: float = 1.0
+  trace_seconds: float = 0.0
 
 
 class Task:
@@ -58,8 +63,10 @@ class Task:
                           name=f"head_{self.name}")
 
   def loss(self, labels, outputs):
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels["label"], outputs["logits"]))
+    time.sleep(self.config.trace_seconds)
+    loss = self.config.loss_scale * tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels["label"], outputs["logits"]))
     if self._calls is not None:
       self._calls.assign_add(1)
       loss = tf.where(self._calls > self.config.nan_after,
