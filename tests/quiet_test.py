@@ -10,9 +10,14 @@ import pytest
 from mtssl_tf import quiet
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
-ENTRY_POINTS = ["mtssl_tf.main", "mtssl_tf.export", "tools.benchmark",
-                "tools.compute_color_prior", "tools.convert_slim_checkpoint",
-                "tools.make_motion_masks", "tools.make_tfrecords"]
+# Every program: the entry points and every tool.
+ENTRY_POINTS = [m for m in ("mtssl_tf.main", "mtssl_tf.export",
+                            "mtssl_tf.evaluate")
+                if os.path.exists(os.path.join(ROOT, *m.split(".")) + ".py")
+               ] + sorted(
+                   f"tools.{name[:-3]}" for name in os.listdir(
+                       os.path.join(ROOT, "tools"))
+                   if name.endswith(".py") and name != "__init__.py")
 # Lines TensorFlow's C++ side prints when it loads (any machine prints some).
 TF_LINES = ("cuda", "cpu_feature_guard", "oneDNN", "cuInit")
 

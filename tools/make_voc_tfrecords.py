@@ -10,6 +10,10 @@ TFDS ``voc/2007`` is prepared. Bad files are skipped and listed in
 ``manifest-<split>.json`` with the reason. Layout: mtssl_tf/data/voc_records.py.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import sys
 
 from absl import app
