@@ -29,6 +29,7 @@ import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import tensorflow as tf
+import tf_keras
 
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import skipping
@@ -159,6 +160,10 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
   """``train``; ``cleanup`` (an ExitStack) releases the model_dir lock."""
   # ---- Setup: validate everything before writing anything ------------------
   cfg.validate()
+  # cfg.seed fixes initialisation (tf_keras draws unseeded initializers'
+  # seeds from Python's random) and every unseeded TF random op, whatever ran
+  # before in this process.
+  tf_keras.utils.set_random_seed(cfg.seed)
   speed.configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
   speed.check_precision(cfg.mixed_precision)
   names = list(tasks)
