@@ -28,6 +28,10 @@ from which a killed run resumes. A finished evaluation (results.json present)
 is not run again unless --overwrite.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import dataclasses
 import json
 import os
