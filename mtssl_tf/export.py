@@ -222,6 +222,7 @@ def main(argv=None):
 
   def run(argv):
     del argv
+    quiet.quiet_absl_logging()
     try:
       check_export_dir(flags.FLAGS.export_dir, flags.FLAGS.overwrite)
       module = module_from_checkpoint(flags.FLAGS.checkpoint)

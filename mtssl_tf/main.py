@@ -33,7 +33,6 @@ from typing import Dict, List
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 
 from mtssl_tf import config as config_lib
 from mtssl_tf import config_flags
@@ -358,10 +357,9 @@ def build_configs():
 def run(argv):
   """Validates flags, trains, and exports."""
   del argv
-  # TensorFlow's INFO chatter (SavedModel internals, ...) drowns the progress
-  # lines: show warnings and errors unless --verbosity asks for more.
-  if not flags.FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
+  # TensorFlow's chatter (SavedModel internals, ...) drowns the progress
+  # lines: TF errors only, unless --tf_logging or --verbosity asks for more.
+  quiet.quiet_absl_logging()
   try:
     trunk, task_cfgs, data, train_cfg, export_dir = build_configs()
     # Logical CPU devices must exist before TensorFlow initialises.

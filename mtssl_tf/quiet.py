@@ -43,7 +43,16 @@ def configure(argv=None) -> None:
   # 3 also hides C++ ERROR lines: the only ones at start-up are the harmless
   # CUDA probes of a GPU-less machine; real failures raise Python errors.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  logging.getLogger("tensorflow").setLevel(logging.ERROR)
+  # A filter, not a level: TensorFlow sets its logger's level to INFO when it
+  # configures it, after this runs.
+  logger = logging.getLogger("tensorflow")
+  if _below_error not in logger.filters:
+    logger.addFilter(_below_error)
+
+
+def _below_error(record) -> bool:
+  """Keeps TF's Python log records at ERROR and above."""
+  return record.levelno >= logging.ERROR
 
 
 def define_flag() -> None:
@@ -60,3 +69,15 @@ def configure_if_main(module_name: str) -> None:
   if module_name == "__main__":
     configure()
     define_flag()
+
+
+def quiet_absl_logging() -> None:
+  """For programs whose own lines are printed: TF modules that log through
+  absl (SavedModel saving: "Found untraced functions", "Assets written to")
+  are kept to errors, unless ``--tf_logging`` or ``--verbosity`` is given.
+  Call after absl parsed the flags (inside the program's ``run``)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  if wanted() or flags.FLAGS["verbosity"].present:
+    return
+  absl_logging.set_verbosity(absl_logging.ERROR)
