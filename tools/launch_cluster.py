@@ -21,6 +21,10 @@ naming all hosts and that host's own task (see README, "Asynchronous
 training"); this tool only writes those ``TF_CONFIG`` values for localhost.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import json
 import os
 import signal

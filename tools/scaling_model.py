@@ -30,6 +30,10 @@ Printed per group size k (workers per task): updates/s per task and images/s
 in total, for each mode, and which limit binds.
 """
 
+from mtssl_tf import quiet  # first: TF's log level is read when TF loads
+quiet.configure_if_main(__name__)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import json
 
 from absl import app
