@@ -59,4 +59,4 @@ def test_two_workers_train_and_the_chief_writes(tmp_path):
   assert "'global_step': 3, 'cost': 6.0, 'steps_rp': 3, 'steps_col': 3" in chief
   assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-3")
   assert sorted(p for p in os.listdir(model_dir) if not p.startswith("ckpt")) \
-      == ["checkpoint", "run.json", "train"]  # no worker scratch left
+      == [".lock", "checkpoint", "run.json", "train"]  # no worker scratch
