@@ -22,8 +22,8 @@ def test_groups_run_on_cached_batches():
   batches = task_step.cached_batches(tasks, batch_size=4)
   # The cached batch is the first batch of the task's own pipeline.
   for i, (name, task) in enumerate(tasks.items()):
-    images, labels = next(iter(task.make_dataset(config.DataConfig(), 4,
-                                                 seed=i)))
+    dataset, _ = task.make_dataset(config.DataConfig(), 4, seed=i)
+    images, labels = next(iter(dataset))
     np.testing.assert_array_equal(batches[name][0].numpy(), images.numpy())
     np.testing.assert_array_equal(batches[name][1]["label"].numpy(),
                                   labels["label"].numpy())
@@ -37,6 +37,7 @@ def test_groups_run_on_cached_batches():
   joint = [steps["a+b"]() for _ in range(3)]
   assert all(np.isfinite(single + joint)) and min(single + joint) > 0
   assert single[2] < single[0] and joint[2] < joint[0]
+
 
 def test_single_task_step_changes_trunk_and_own_head_only():
   tasks = {n: toy_task.Task(name=n) for n in ("a", "b")}
