@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from mtssl_tf import config
 from mtssl_tf.data import color
+from mtssl_tf.data import sources
 from mtssl_tf.tasks import relative_position as rp
 from tests.tasks import task_fixtures
 
@@ -141,7 +142,7 @@ def test_make_dataset_from_every_source(tmp_path):
     dataset, skipped = task.make_dataset(data, 3, seed=1)
     for images, labels in dataset.take(2):
       _check_batch(images, labels, 3)
-    assert set(skipped.as_dict()) == {"undecodable", "bad_record", "empty"}
+    assert set(skipped.as_dict()) == set(sources.IMAGE_SKIP_REASONS)
 
 
 def test_head_shapes_loss_and_accuracy():

@@ -58,9 +58,9 @@ def test_breakdown_and_levers_sections_run(tmp_path):
   result = _run("--sections=breakdown,levers", "--breakdown_tasks=rp",
                 "--levers_tasks=rp", "--levers=before,1x1 fc units,after",
                 "--depth=14", "--base_width=8", "--warmup=1", "--rounds=1",
-                "--task_override=rp.patch_units=((32,8,2),(16,8,2))",
-                "--task_override=rp.fc_width=32",
-                "--task_override=rp.fc_bottleneck=8", f"--output_json={out}")
+                "--rp.patch_units=((32,8,2),(16,8,2))",
+                "--rp.fc_width=32",
+                "--rp.fc_bottleneck=8", f"--output_json={out}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "## Where each task's step goes" in result.stdout
   assert "## Issue 16's changes, before vs after" in result.stdout

@@ -124,6 +124,9 @@ def test_killed_chief_resumes_at_saved_task_steps(tmp_path):
       if model_dir.exists() and any(
           p.startswith("ckpt-") and p.endswith(".index")
           for p in os.listdir(model_dir)):
+        # The index appears just before the chief logs "Saved ..."; give it
+        # that moment so the log names the checkpoint the restart reads.
+        time.sleep(1.0)
         os.kill(json.loads(pid_file.read_text())["chief"], signal.SIGKILL)
         break
   except BaseException:

@@ -30,7 +30,7 @@ from tests.training import toy_task
 
 names = ["a", "b"]
 tasks = {n: toy_task.Task(name=n) for n in names}
-batches = {n: next(iter(tasks[n].make_dataset(None, 2, seed=i)))
+batches = {n: next(iter(tasks[n].make_dataset(None, 2, seed=i)[0]))
            for i, n in enumerate(names)}
 plan = replicas.plan_replicas(names, 2)
 out = {}
