@@ -194,6 +194,20 @@ def check_config(config, positive=(), non_negative=(), fractions=(),
            f"a range with 0 < low <= high (low {low!r}, high {high!r})")
 
 
+def classification_loss(label, logits):
+  """Mean softmax cross-entropy of int ``label [N]`` and ``logits [N, K]``
+  (float32 whatever the compute precision): the loss of rp, rot and jig."""
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(label, tf.int32), logits=tf.cast(logits, tf.float32)))
+
+
+def classification_accuracy(label, logits):
+  """Fraction of rows of ``logits [N, K]`` whose argmax is ``label [N]``."""
+  predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+  correct = tf.equal(predicted, tf.cast(label, tf.int32))
+  return tf.reduce_mean(tf.cast(correct, tf.float32))
+
+
 def to_trunk_range(images):
   """Maps uint8 [0, 255] or float [0, 1] RGB to the trunk's [-1, 1] float32."""
   images = tf.convert_to_tensor(images)

@@ -296,14 +296,11 @@ class Task:
     return tf_keras.Model(features, {"logits": logits}, name="jig_head")
 
   def loss(self, labels, outputs):
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels["permutation"], tf.int32),
-        logits=tf.cast(outputs["logits"], tf.float32)))
+    return base.classification_loss(labels["permutation"], outputs["logits"])
 
   def metrics(self, labels, outputs):
-    predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
-    correct = tf.equal(predicted, tf.cast(labels["permutation"], tf.int32))
-    return {"accuracy": tf.reduce_mean(tf.cast(correct, tf.float32))}
+    return {"accuracy": base.classification_accuracy(labels["permutation"],
+                                                     outputs["logits"])}
 
   def summary_images(self, images, labels, outputs, max_images=4):
     """``{"tiles": uint8 [n, 3T, 6T, 3]}``: the 9 slots in reading order as

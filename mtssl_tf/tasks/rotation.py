@@ -176,14 +176,11 @@ class Task:
     return tf_keras.Model(features, {"logits": logits}, name="rot_head")
 
   def loss(self, labels, outputs):
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels["rotation"], tf.int32),
-        logits=tf.cast(outputs["logits"], tf.float32)))
+    return base.classification_loss(labels["rotation"], outputs["logits"])
 
   def metrics(self, labels, outputs):
-    predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
-    correct = tf.equal(predicted, tf.cast(labels["rotation"], tf.int32))
-    return {"accuracy": tf.reduce_mean(tf.cast(correct, tf.float32))}
+    return {"accuracy": base.classification_accuracy(labels["rotation"],
+                                                     outputs["logits"])}
 
   def summary_images(self, images, labels, outputs, max_images=4):
     """``{"rotations": uint8 [n, S, kS, 3]}``: an example's k trunk inputs
