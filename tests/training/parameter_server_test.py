@@ -87,8 +87,11 @@ def test_fast_task_does_not_wait_for_slow_task(tmp_path):
 @pytest.mark.slow
 def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path):
   pid_file = tmp_path / "pids.json"
-  spec = {"model_dir": str(tmp_path / "run"), "max_steps": 25,
-          "sleep_ms": {"b": 300}, "workers": {"a": 1, "b": 1}}
+  # Both tasks wait in their pipelines, so the run lasts >= ~10 s after its
+  # first step however fast the machine is (with only b slow, a finished
+  # the run before the kill on an idle machine: CI, session 2).
+  spec = {"model_dir": str(tmp_path / "run"), "max_steps": 40,
+          "sleep_ms": {"a": 200, "b": 400}, "workers": {"a": 1, "b": 1}}
   proc = _launch(spec, "a:1,b:1", pid_file=str(pid_file))
   try:
     # Kill worker 0 once training is under way.
@@ -96,7 +99,8 @@ def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path):
     while time.time() < deadline and proc.poll() is None:
       time.sleep(0.5)
       if (tmp_path / "run" / "train").exists():
-        time.sleep(8.0)
+        time.sleep(3.0)
+        assert proc.poll() is None, "the run ended before the kill"
         os.kill(json.loads(pid_file.read_text())["worker:0"], signal.SIGKILL)
         break
   except BaseException:
@@ -105,7 +109,7 @@ def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path):
   output = _finish(proc)
   assert "worker:0 died (SIGKILL)" in output
   state = _result(output)["state"]
-  assert state["steps_a"] + state["steps_b"] == 50
+  assert state["steps_a"] + state["steps_b"] == 80
 
 
 @pytest.mark.slow
