@@ -34,7 +34,7 @@ def test_there_is_a_flagfile_per_paper_experiment():
   names = {os.path.basename(f)[:-4] for f in FLAGFILES}
   assert {"rp", "col", "ex", "ms", "rp_col", "rp_ex", "rp_ms", "rp_col_ex",
           "all4", "rp_harmonized", "rp_col_harmonized",
-          "all4_lasso"} <= names
+          "all4_lasso", "imagenet_labels"} <= names
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
@@ -44,6 +44,10 @@ def test_every_flagfile_parses_and_validates(path):
   name = os.path.basename(path)
   if name.startswith("demo_"):  # the tiny built-in demonstration's trunk
     assert trunk.depth == 26 and trunk.base_width == 8
+  elif "sup" in task_configs:  # the supervised baseline: a standard ResNet
+    assert trunk.depth == 101 and trunk.output_stride is None
+    assert task_configs["sup"].num_classes == 1000
+    assert train.model_dir == os.path.join("runs", name[:-4])
   else:  # a paper experiment
     assert trunk.depth == 101 and trunk.output_stride == 8
     assert train.model_dir == os.path.join("runs", name[:-4])

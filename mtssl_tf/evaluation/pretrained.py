@@ -4,6 +4,11 @@
                      checkpoint (or a checkpoint prefix inside it) and its
                      ``run.json`` (which trunk to build). The pre-training
                      tasks' lasso rows, if any, are read too (Figure 5).
+                     A run of the supervised task (``--tasks=sup``, the
+                     "ImageNet labels" row trained here) also gives block 4
+                     and the post-norm, from its head, and is evaluated at
+                     the evaluation's output stride like a converted
+                     TF-Slim checkpoint.
   "saved_model"      a SavedModel of ``mtssl_tf.export`` (its variables are a
                      TF2 checkpoint of the export module, whose ``trunk`` and
                      ``lasso`` attributes are read like a training
@@ -220,8 +225,54 @@ def _load_model_dir(spec: PretrainedSpec) -> Pretrained:
   _restore({"trunk": trunk, "lasso": lasso}, prefix, "Checkpoint")
   alpha = {t: np.asarray(layer.normalized_alpha()).tolist()
            for t, layer in lasso.items()}
+  block4_task = _block4_head_task(info)
+  if block4_task:
+    trunk = _with_head_block4(trunk, trunk_config, block4_task, prefix)
+    # A supervised network is evaluated like a converted TF-Slim one: at the
+    # evaluation's stride (--output_stride), whatever stride it trained at.
+    trunk_config = dataclasses.replace(
+        trunk_config, output_stride=spec.trunk.output_stride)
   return Pretrained(spec, trunk_config, trunk, checkpoint=prefix,
                     pretrain_alpha=alpha, bn_updates=_task_steps(prefix))
+
+
+def _block4_head_task(info: dict) -> Optional[str]:
+  """The run's task whose head holds the trunk's block 4 (tasks/base.py
+  ``BLOCK4_IN_HEAD``: the supervised "ImageNet labels" task), if any."""
+  from mtssl_tf.tasks import registry  # pylint: disable=g-import-not-at-top
+  for task in info.get("tasks", []):
+    if task in registry.names() and getattr(registry.get_module(task),
+                                            "BLOCK4_IN_HEAD", False):
+      return task
+  return None
+
+
+def _with_head_block4(trunk: tf_keras.Model, trunk_config, task: str,
+                      prefix: str) -> tf_keras.Model:
+  """``trunk`` (blocks 1-3) plus block 4 and the post-norm read from the
+  head of ``task`` in checkpoint ``prefix``.
+
+  The head's first layers are ``resnet_v2.block4`` with prefix
+  ``<task>_head/``; the same builder here makes a model whose layers are
+  tracked in the checkpoint exactly as the head's first ones
+  (``heads/<task>/layer_with_weights-i``); the rest of the head (pooling,
+  logits) is not read. Then each layer goes to the trunk's layer of the
+  same name without the prefix.
+  """
+  head_prefix = f"{task}_head/"
+  full = resnet_v2.build_trunk(dataclasses.replace(trunk_config,
+                                                   include_block4=True))
+  copy_weights(trunk, full)
+  channels = resnet_v2.block_output_channels(trunk_config.base_width)
+  features = tf_keras.Input((None, None, channels))
+  stub = tf_keras.Model(features, resnet_v2.block4(features, trunk_config,
+                                                   prefix=head_prefix))
+  _restore({"heads": {task: stub}}, prefix, f"The {task} head of checkpoint")
+  for layer in stub.layers:
+    if layer.get_weights():
+      full.get_layer(layer.name[len(head_prefix):]).set_weights(
+          layer.get_weights())
+  return full
 
 
 def _load_saved_model(spec: PretrainedSpec) -> Pretrained:

@@ -238,9 +238,6 @@ def build_trunk(cfg: config_lib.TrunkConfig = config_lib.TrunkConfig(),
   schedule = unit_schedule(cfg.depth, cfg.output_stride, num_blocks)
   layers = _Layers(cfg.weight_decay, cfg.batch_norm_decay,
                    cfg.batch_norm_epsilon)
-  unit_kwargs = dict(weight_decay=cfg.weight_decay,
-                     batch_norm_decay=cfg.batch_norm_decay,
-                     batch_norm_epsilon=cfg.batch_norm_epsilon)
 
   inputs = tf_keras.Input(shape=input_shape, name="images")
   endpoints = {}
@@ -251,17 +248,59 @@ def build_trunk(cfg: config_lib.TrunkConfig = config_lib.TrunkConfig(),
                                   name="pool1")(net)
   endpoints["root"] = net
   for b, units in enumerate(schedule):
-    block = f"block{b + 1}"
-    width = cfg.base_width * BLOCK_WIDTH_MULTIPLIERS[b]
-    for u, (stride, rate) in enumerate(units):
-      unit = f"{block}/unit_{u + 1}"
-      net = bottleneck_unit(net, 4 * width, width, stride, rate,
-                            name=unit + "/bottleneck_v2", **unit_kwargs)
-      endpoints[unit] = net
-    endpoints[block] = net
+    net = _block(net, b, units, cfg, endpoints)
   if cfg.include_block4:
-    net = layers.batch_norm("postnorm")(net)
-    net = tf_keras.layers.ReLU(name="postnorm_relu")(net)
+    net = _postnorm(net, cfg)
     endpoints["postnorm"] = net
   return tf_keras.Model(inputs, endpoints,
                         name=name or f"resnet_v2_{cfg.depth}")
+
+
+def _block(net, b: int, units, cfg: config_lib.TrunkConfig, endpoints,
+           prefix: str = ""):
+  """Block ``b + 1`` (``(stride, rate)`` per unit) on ``net``; records each
+  unit's output in ``endpoints``; layer names ``<prefix>block{b+1}/...``."""
+  block = f"block{b + 1}"
+  width = cfg.base_width * BLOCK_WIDTH_MULTIPLIERS[b]
+  for u, (stride, rate) in enumerate(units):
+    unit = f"{block}/unit_{u + 1}"
+    net = bottleneck_unit(net, 4 * width, width, stride, rate,
+                          name=prefix + unit + "/bottleneck_v2",
+                          weight_decay=cfg.weight_decay,
+                          batch_norm_decay=cfg.batch_norm_decay,
+                          batch_norm_epsilon=cfg.batch_norm_epsilon)
+    endpoints[unit] = net
+  endpoints[block] = net
+  return net
+
+
+def _postnorm(net, cfg: config_lib.TrunkConfig, prefix: str = ""):
+  """ResNet-v2's final BN + ReLU (only after block 4)."""
+  layers = _Layers(cfg.weight_decay, cfg.batch_norm_decay,
+                   cfg.batch_norm_epsilon)
+  net = layers.batch_norm(prefix + "postnorm")(net)
+  return tf_keras.layers.ReLU(name=prefix + "postnorm_relu")(net)
+
+
+def block4(x, cfg: config_lib.TrunkConfig, prefix: str = ""):
+  """Block 4 and the post-norm of trunk ``cfg`` applied to its block-3 output.
+
+  The same layers, with the same names after ``prefix``, as ``build_trunk``
+  with ``include_block4=True`` builds (``block4/unit_u/bottleneck_v2/...``,
+  ``postnorm``), so weights trained elsewhere (a supervised task's head,
+  ``tasks/imagenet_labels.py``, names them ``sup_head/block4/...``) copy
+  into a trunk by name with the prefix removed. Atrous rates follow
+  ``cfg.output_stride`` as in the trunk.
+
+  Args:
+    x: ``[N, h, w, 16 * base_width]`` block-3 output (Keras symbolic).
+    cfg: the trunk (depth, output stride, widths, regularisation).
+    prefix: layer-name prefix, e.g. ``"sup_head/"``.
+
+  Returns:
+    ``[N, h, w, 32 * base_width]`` (2048 at base width 64): block 4 keeps
+    the block-3 size (TF-Slim's block 4 has stride 1).
+  """
+  _check_config(cfg)
+  units = unit_schedule(cfg.depth, cfg.output_stride, 4)[3]
+  return _postnorm(_block(x, 3, units, cfg, {}, prefix), cfg, prefix)

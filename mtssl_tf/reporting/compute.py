@@ -12,8 +12,13 @@ and one update of batch b costs b times that.
 Assumptions, stated where they are made: the paper does not give the size of
 its motion-segmentation video set, so ms's epoch is taken as ImageNet-sized
 (1,281,167 frames), and tasks the paper did not train (rotation, jigsaw) are
-costed per example like rp (whole-image ImageNet passes); both are
-``EPOCH_EXAMPLES`` / ``EPOCH_GPU_HOURS`` entries a user can change.
+costed per example like rp (whole-image ImageNet passes), and so is the
+supervised baseline ("sup", ``flags/imagenet_labels.cfg``: the paper does
+not give its cost, nor how long it trained): at 350 GPU-hours per epoch one
+2.4K tick is 6.86 epochs, so checkpoint 7 is 48 epochs and checkpoint 14
+about 96 (pick with ``--checkpoints``; the report shows the baseline at its
+last checkpoint). All are ``EPOCH_EXAMPLES`` / ``EPOCH_GPU_HOURS`` entries a
+user can change.
 
 The mapping, for tasks T with batch sizes b_t and updates per cycle s_t:
 one global step costs ``sum_t s_t b_t c_t``, and checkpoint k is the first
@@ -30,7 +35,8 @@ from typing import Dict, Mapping, Optional
 IMAGENET_TRAIN_IMAGES = 1_281_167
 TICK_GPU_HOURS = 2400.0
 EPOCH_GPU_HOURS: Dict[str, float] = {"rp": 350.0, "col": 90.0, "ex": 60.0,
-                                     "ms": 400.0, "rot": 350.0, "jig": 350.0}
+                                     "ms": 400.0, "rot": 350.0, "jig": 350.0,
+                                     "sup": 350.0}
 EPOCH_EXAMPLES: Dict[str, int] = {t: IMAGENET_TRAIN_IMAGES
                                   for t in EPOCH_GPU_HOURS}
 

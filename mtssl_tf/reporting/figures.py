@@ -3,7 +3,8 @@
   figure3   a metric against pre-training compute (GPU-hours, the paper's
             x-axis), one line per experiment (task mix), plus a dashed
             horizontal line for a random trunk where one was evaluated
-            (Figures 3-4).
+            (Figures 3-4) and a dotted one for the supervised baseline
+            (``paper_numbers.BASELINE_ROWS``) at its last checkpoint.
   figure5   the |alpha| heat map (Figure 5): one row per pre-training task's
             lasso row (self-supervised tasks on top) and one per evaluation
             that learned its own lasso (below), one column per block-3 unit,
@@ -32,6 +33,8 @@ def figure3_series(experiments: Sequence[dict], column: str
   """(label, GPU-hours, values) per experiment that measured ``column``."""
   series = []
   for experiment in experiments:
+    if experiment["row"] in paper_numbers.BASELINE_ROWS:
+      continue  # not on the self-supervised compute axis: a line (figure3)
     points = []
     for k, info in sorted(experiment.get("checkpoints", {}).items(),
                           key=lambda item: int(item[0])):
@@ -44,10 +47,24 @@ def figure3_series(experiments: Sequence[dict], column: str
   return series
 
 
+def baseline_lines(experiments: Sequence[dict], column: str
+                   ) -> List[Tuple[str, float]]:
+  """(label, value) of each ``paper_numbers.BASELINE_ROWS`` experiment that
+  measured ``column``, at its last checkpoint."""
+  lines = []
+  for experiment in experiments:
+    if experiment["row"] in paper_numbers.BASELINE_ROWS:
+      value = tables.our_value(experiment, column,
+                               tables.last_checkpoint(experiment))
+      if value is not None:
+        lines.append((experiment["row"], value))
+  return lines
+
+
 def figure3(experiments: Sequence[dict], column: str, path: str) -> bool:
   """Writes the plot of ``column`` to ``path`` (.png/.svg); False if empty."""
   series = figure3_series(experiments, column)
-  if not series:
+  if not series and not baseline_lines(experiments, column):
     return False
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -58,6 +75,8 @@ def figure3(experiments: Sequence[dict], column: str, path: str) -> bool:
     if random is not None:
       ax.axhline(random, color="gray", linestyle="--", label="Random Init")
       break
+  for label, value in baseline_lines(experiments, column):
+    ax.axhline(value, color="black", linestyle=":", label=label)
   ax.set_xlabel("pre-training compute (GPU-hours, paper §6 accounting)")
   unit = "%" if paper_numbers.COLUMNS[column][2] != 1.0 else ""
   ax.set_ylabel(f"{column} {unit}".strip())

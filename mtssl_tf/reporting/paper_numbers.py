@@ -3,7 +3,8 @@ place, keyed by table, row and column, to print beside ours.
 
 Rows are named by the flagfile of the experiment that reproduces them
 (``flags/<row>.cfg``) where one exists; Table 4's evaluation-lasso rows add
-``+eval_lasso``, and the ImageNet-supervised row is ``imagenet_labels`` (a
+``+eval_lasso``, and the ImageNet-supervised row is ``imagenet_labels``
+(``flags/imagenet_labels.cfg``: the trunk trained on the labels, or a
 converted TF-Slim checkpoint: ``--slim_checkpoint``), the random trunk
 ``random_init``. Columns name what we measure: ``(evaluation, metric)`` in
 ``COLUMNS``; values are the paper's, in percent (depth errors in their own
@@ -11,6 +12,13 @@ units). Transcribed from paper §6 and appendix A; a test spot-checks them.
 """
 
 from typing import Dict, Tuple
+
+# Rows off the self-supervised compute axis: the supervised baseline
+# (``flags/imagenet_labels.cfg``, or a converted TF-Slim checkpoint) is
+# reported at its experiment's last evaluated checkpoint, whatever compute
+# point the self-supervised rows are reported at, and drawn as a horizontal
+# line in Figure 3.
+BASELINE_ROWS = ("imagenet_labels",)
 
 # column -> (evaluation, metric key in its results.json, scale to the paper's
 # units: 100 for fractions shown as %, 1 for errors).

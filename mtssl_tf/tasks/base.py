@@ -18,6 +18,18 @@ in ``build_head``. What it needs from the data is named by ``source_kind``:
 masks); entry points build one ``DataConfig`` per kind and give each task
 the one of its kind.
 
+A task module may set ``BLOCK4_IN_HEAD = True``: its head begins with the
+trunk's block 4 and post-norm, built by ``resnet_v2.block4`` with the prefix
+``<name>_head/`` (the supervised "ImageNet labels" baseline,
+``imagenet_labels.py``). Evaluations that use block 4 (detection, paper §5)
+then transfer it from a training run (``evaluation/pretrained.py``).
+
+A task may also define ``learning_rate_decay(global_batch_size)`` returning
+``(decay_steps, decay_rate)``: its RMSProp multiplies the learning rate by
+``decay_rate`` every ``decay_steps`` of its own updates (staircase; the loop
+calls it after ``make_dataset``, with the task's batch summed over its
+replicas). The self-supervised tasks have none (paper §4: no schedule).
+
 A ``Config`` may define ``validate()`` (raises ValueError naming a field the
 task cannot train with; ``check_config`` below does the common checks;
 ``registry.build`` and the entry point call it) and ``scale_head(multiplier)``
@@ -32,6 +44,7 @@ every registered task to it.
 import dataclasses
 from typing import Dict, Optional, Protocol, Tuple, runtime_checkable
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -51,16 +64,23 @@ class TrunkFacts:
   Attributes:
     output_stride: pixels per block-3 feature (8 in the paper; 32 without
       atrous convolution): dense tasks predict on this grid.
+    depth: the ResNet-v2 depth (101 in the paper): a head that continues
+      the trunk with its block 4 (``resnet_v2.block4``) builds that many
+      block-4 units.
   """
   output_stride: int = 8
+  depth: int = 101
 
   @classmethod
   def of(cls, trunk: config_lib.TrunkConfig) -> "TrunkFacts":
     """The facts of a trunk configuration."""
-    nominal = resnet_v2.ROOT_STRIDE
-    for stride in resnet_v2.BLOCK_STRIDES[:3]:
-      nominal *= stride
-    return cls(output_stride=trunk.output_stride or nominal)
+    return cls(output_stride=trunk.output_stride or NOMINAL_OUTPUT_STRIDE,
+               depth=trunk.depth)
+
+
+# Block 3's stride without atrous convolution (root x blocks 1-3: 32).
+NOMINAL_OUTPUT_STRIDE = resnet_v2.ROOT_STRIDE * int(
+    np.prod(resnet_v2.BLOCK_STRIDES[:3]))
 
 
 # The paper's trunk (ResNet-101 v2 at output stride 8), the default of tests.

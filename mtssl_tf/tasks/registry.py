@@ -25,6 +25,7 @@ register("ex", "mtssl_tf.tasks.exemplar")
 register("ms", "mtssl_tf.tasks.motion_segmentation")
 register("rot", "mtssl_tf.tasks.rotation")
 register("jig", "mtssl_tf.tasks.jigsaw")
+register("sup", "mtssl_tf.tasks.imagenet_labels")
 
 
 def names() -> List[str]:

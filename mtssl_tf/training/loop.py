@@ -216,7 +216,10 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
           lasso_init=cfg.lasso_init)
     opts = {t: optimizers_lib.SlimRMSProp(
         cfg.learning_rate_of(t), cfg.rmsprop_decay, cfg.rmsprop_momentum,
-        cfg.rmsprop_epsilon, name=f"rmsprop_{t}") for t in names}
+        cfg.rmsprop_epsilon, name=f"rmsprop_{t}",
+        **optimizers_lib.task_schedule(
+            tasks[t], cfg.batch_size_of(t) * plan.group_size(t)))
+            for t in names}
     for t in names:
       opts[t].build(network.task_variables(t))
     state = checkpointing.RunState(names)
@@ -292,6 +295,8 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
           if k != "examples":
             tf.summary.scalar(f"{t}/{k}", v)
         tf.summary.scalar(f"{t}/trunk_images_per_sec", rates[t])
+        tf.summary.scalar(f"{t}/learning_rate",
+                          opts[t].current_learning_rate())
         tf.summary.scalar(f"{t}/steps", state.task_steps[t])
       tf.summary.scalar("cost", state.cost)
       tf.summary.scalar("global_steps_per_sec", steps_per_sec)

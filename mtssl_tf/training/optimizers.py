@@ -44,19 +44,33 @@ class SlimRMSProp(tf.Module):
   """RMSProp with TF1/TF-Slim semantics and named slot variables.
 
   Args:
-    learning_rate: step size (constant: no schedule for self-supervised tasks,
-      paper §4).
+    learning_rate: initial step size (constant by default: no schedule for
+      self-supervised tasks, paper §4).
     decay: moving-average decay of the squared gradient.
     momentum: momentum of the update.
     epsilon: added to the mean square inside the square root.
     name: module name, e.g. "rmsprop_rp".
+    lr_decay_steps, lr_decay_rate: TF-Slim's staircase exponential decay
+      (``tf.compat.v1.train.exponential_decay(..., staircase=True)``, the
+      schedule of Szegedy et al. for ImageNet training): the update after
+      ``i`` updates uses ``learning_rate * lr_decay_rate ** (i //
+      lr_decay_steps)``; ``lr_decay_steps=0`` keeps it constant. ``i`` is
+      ``iterations``, which the checkpoint holds, so a resumed run continues
+      the schedule.
   """
 
   def __init__(self, learning_rate: float, decay: float = 0.9,
                momentum: float = 0.9, epsilon: float = 1.0,
-               name: str = "rmsprop"):
+               name: str = "rmsprop", lr_decay_steps: int = 0,
+               lr_decay_rate: float = 1.0):
     super().__init__(name=name)
+    if lr_decay_steps < 0 or not lr_decay_rate > 0:
+      raise ValueError(f"{name}: lr_decay_steps must be >= 0 and "
+                       f"lr_decay_rate > 0, got {lr_decay_steps}, "
+                       f"{lr_decay_rate}.")
     self.learning_rate = learning_rate
+    self.lr_decay_steps = int(lr_decay_steps)
+    self.lr_decay_rate = float(lr_decay_rate)
     self.decay = decay
     self.momentum = momentum
     self.epsilon = epsilon
@@ -80,6 +94,16 @@ class SlimRMSProp(tf.Module):
                                   name=f"mom/{key}")
     self._keys = keys
 
+  def current_learning_rate(self) -> tf.Tensor:
+    """float32 learning rate of the next update (the schedule at
+    ``iterations``)."""
+    if not self.lr_decay_steps:
+      return tf.constant(self.learning_rate, tf.float32)
+    decays = tf.math.floordiv(self.iterations, self.lr_decay_steps)
+    return self.learning_rate * tf.pow(
+        tf.constant(self.lr_decay_rate, tf.float32), tf.cast(decays,
+                                                              tf.float32))
+
   def slot_names(self) -> List[str]:
     return sorted(self.ms)
 
@@ -100,24 +124,38 @@ class SlimRMSProp(tf.Module):
       self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]):
     """Applies one update (cross-replica context, or no strategy)."""
     ops = []
+    # Read before ``iterations`` advances (as TF-Slim's global step).
+    learning_rate = self.current_learning_rate()
     for grad, var, ms, mom in self._slots_of(grads_and_vars):
       # A mirrored variable is updated on each device with that device's
       # copies of var, ms and mom (extended.update selects them). The
       # variable's own strategy is used: the caller need not be in its scope.
       ops.append(_strategy_of(var).extended.update(
-          var, self._apply_one, args=(grad, ms, mom), group=True))
+          var, self._apply_one, args=(grad, ms, mom, learning_rate),
+          group=True))
     ops.append(self.iterations.assign_add(1))
     return tf.group(ops)
 
-  def _apply_one(self, var, grad, ms, mom):
+  def _apply_one(self, var, grad, ms, mom, learning_rate):
     dtype = var.dtype.base_dtype
     return tf.raw_ops.ResourceApplyRMSProp(
         var=_handle(var), ms=_handle(ms), mom=_handle(mom),
-        lr=tf.constant(self.learning_rate, dtype),
+        lr=tf.cast(learning_rate, dtype),
         rho=tf.constant(self.decay, dtype),
         momentum=tf.constant(self.momentum, dtype),
         epsilon=tf.constant(self.epsilon, dtype),
         grad=tf.cast(grad, dtype), use_locking=False)
+
+
+def task_schedule(task, global_batch_size: int) -> Dict[str, object]:
+  """``SlimRMSProp`` schedule arguments of ``task``: its optional
+  ``learning_rate_decay(global_batch_size)`` (tasks/base.py), else none
+  (constant, paper §4)."""
+  decay = getattr(task, "learning_rate_decay", None)
+  if decay is None:
+    return {}
+  steps, rate = decay(global_batch_size)
+  return {"lr_decay_steps": steps, "lr_decay_rate": rate}
 
 
 def _strategy_of(variable) -> tf.distribute.Strategy:

@@ -32,3 +32,16 @@ def test_figures_render(tmp_path):
   image = np.asarray(Image.open(tmp_path / "f5.png").convert("L"))
   # A white cell (|alpha| = 1) and black cells (0) are drawn.
   assert image.min() < 10 and (image > 245).mean() > 0.3
+
+
+def test_imagenet_labels_is_a_line_not_a_compute_curve(tmp_path):
+  sup = {"row": "imagenet_labels", "tasks": ["sup"],
+         "checkpoints": {"3": {"cost_gpu_hours": 7200.0}},
+         "results": [reporting_fixtures.result(
+             3, "imagenet_linear", {"top1": 0.6, "top5": 0.85})]}
+  experiments = reporting_fixtures.experiments() + [sup]
+  rows = [s[0] for s in figures.figure3_series(experiments, "ImageNet")]
+  assert rows == ["rp", "all4_lasso"]
+  assert figures.baseline_lines(experiments, "ImageNet") == [
+      ("imagenet_labels", 85.0)]
+  assert figures.figure3([sup], "ImageNet", str(tmp_path / "f3.png"))

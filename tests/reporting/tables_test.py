@@ -80,3 +80,33 @@ def test_paper_numbers_spot_checks():
   for spec in paper_numbers.TABLES.values():
     for row in spec["rows"].values():
       assert set(row) <= set(spec["columns"])
+
+
+def _imagenet_labels_experiment():
+  result = reporting_fixtures.result
+  return {"row": "imagenet_labels", "tasks": ["sup"],
+          "tick_gpu_hours": 2400.0,
+          "checkpoints": {"7": {"cost_gpu_hours": 16800.0, "step": 7,
+                                "prefix": "s7"},
+                          "14": {"cost_gpu_hours": 33600.0, "step": 14,
+                                 "prefix": "s14"}},
+          "results": [result(7, "imagenet_linear", {"top1": 0.5, "top5": 0.7}),
+                      result(14, "imagenet_linear",
+                             {"top1": 0.6, "top5": 0.8})]}
+
+
+def test_imagenet_labels_row_is_reported_at_its_last_checkpoint():
+  experiments = reporting_fixtures.experiments() + [
+      _imagenet_labels_experiment()]
+  for checkpoint in (1, 7):  # whatever point the self-supervised rows use
+    made = tables.paper_tables(experiments, checkpoint=checkpoint)
+    table2 = made["Table 2"]["markdown"]
+    assert "| imagenet_labels | 80.00 | 85.10 | — | 74.17 | — | 80.06 |" in (
+        table2)
+    assert f"Ours at checkpoint {checkpoint}; imagenet_labels at its " \
+           f"checkpoint 14.)" in table2
+  assert "| imagenet_labels | 60.00 | 66.82 | 80.00 | 85.10 |" in (
+      made["Table 1"]["markdown"])
+  # Tables without the row keep their caption.
+  assert made["Table 3"]["markdown"].startswith(
+      "**Table 3** (Harmonization (H). Ours at checkpoint 7.)")

@@ -24,6 +24,30 @@ def test_two_updates_match_tf1_formula():
   assert int(opt.iterations.numpy()) == 2
 
 
+def test_staircase_decay_matches_hand_computation():
+  """lr * 0.94 ** (i // 3) for the update after i updates (TF-Slim's
+  exponential_decay with staircase=True), also inside the update."""
+  var = tf.Variable([1.0], name="w")
+  opt = optimizers.SlimRMSProp(0.5, name="rmsprop_sup", lr_decay_steps=3,
+                               lr_decay_rate=0.94)
+  opt.build([var])
+  expected_rates = [0.5, 0.5, 0.5, 0.47, 0.47, 0.47, 0.4418, 0.4418]
+  w, ms, mom = 1.0, 1.0, 0.0
+  for i, rate in enumerate(expected_rates):
+    assert float(opt.current_learning_rate()) == pytest.approx(rate), i
+    opt.apply_gradients([(tf.constant([1.0]), var)])
+    ms = 0.9 * ms + 0.1
+    mom = 0.9 * mom + rate / np.sqrt(ms + 1.0)
+    w -= mom
+  np.testing.assert_allclose(var.numpy(), [w], rtol=1e-6)
+  # Constant without a schedule (the self-supervised tasks, paper §4).
+  constant = optimizers.SlimRMSProp(0.5)
+  constant.iterations.assign(1000)
+  assert float(constant.current_learning_rate()) == 0.5
+  with pytest.raises(ValueError, match="lr_decay_rate"):
+    optimizers.SlimRMSProp(0.5, lr_decay_steps=3, lr_decay_rate=0.0)
+
+
 def test_slots_are_named_in_checkpoints(tmp_path):
   var = tf.Variable(tf.zeros([2, 2]), name="block1/unit_1/conv1/kernel")
   opt = optimizers.SlimRMSProp(0.1, name="rmsprop_rp")
