@@ -29,8 +29,11 @@ the placeholder, and a filter counts and drops the placeholders.
 the pipeline's parallel map.
 
 ``decode_images(named, counter)`` is the shared decode step: ``(name,
-encoded bytes or file path)`` -> ``(name, uint8 [H, W, 3])``, skipping and
-counting ``DECODE_SKIP_REASONS`` per named file.
+encoded bytes or file path, *extra)`` -> ``(name, uint8 [H, W, 3], *extra)``
+(extra components such as labels pass through), skipping and counting
+``DECODE_SKIP_REASONS`` per named file. Every pipeline that decodes user
+images uses it: the training sources, the evaluation loaders
+(``labelled_images.py``, ``voc07_svm.py``) and the tools.
 """
 
 import tensorflow as tf
@@ -231,11 +234,13 @@ def map_or_skip(dataset, fn, counter, reason, deterministic=False,
 
 def decode_images(named, counter, read_files=False, max_pixels=MAX_PIXELS,
                   max_aspect=MAX_ASPECT, deterministic=False):
-  """``(name, encoded)`` -> ``(name, uint8 [H, W, 3])``, bad images skipped.
+  """``(name, encoded, *extra)`` -> ``(name, uint8 [H, W, 3], *extra)``,
+  bad images skipped.
 
   Args:
-    named: dataset of scalar string pairs ``(name, encoded image bytes)``, or
-      ``(name, file path)`` with ``read_files``.
+    named: dataset of ``(name, encoded image bytes, *extra)``, or ``(name,
+      file path, *extra)`` with ``read_files``; name and data are scalar
+      strings, the ``extra`` components (e.g. labels) are passed through.
     counter: a ``SkipCounter`` accepting ``DECODE_SKIP_REASONS``; each skip
       is recorded under the element's name with a detail (the size).
     read_files: the second string is a path to read (a read error counts as
@@ -243,16 +248,17 @@ def decode_images(named, counter, read_files=False, max_pixels=MAX_PIXELS,
     max_pixels, max_aspect: the size bounds (module docstring).
     deterministic: keep the input order.
   """
-  def decode_one(name, data):
+  def decode_one(name, data, *extra):
     encoded = tf.io.read_file(data) if read_files else data
     image, status, shape = decode_rgb_bounded(encoded, max_pixels, max_aspect)
-    return name, image, status, shape
+    return (name, image, status, shape) + extra
 
   decoded = map_or_skip(named, decode_one, counter, "undecodable",
                         deterministic=deterministic,
-                        name_fn=lambda name, data: name)
+                        name_fn=lambda name, *_: name)
 
-  def check(name, image, status, shape):
+  def check(name, image, status, shape, *extra):
+    del extra
     size = lambda: tf.strings.format("{}x{} (width x height)",  # pylint: disable=g-long-lambda
                                      (shape[1], shape[0]))
     too_large = counter.keep(
@@ -267,4 +273,5 @@ def decode_images(named, counter, read_files=False, max_pixels=MAX_PIXELS,
     return too_large & degenerate & empty & sized
 
   decoded = decoded.filter(check)
-  return decoded.map(lambda name, image, status, shape: (name, image))
+  return decoded.map(
+      lambda name, image, status, shape, *extra: (name, image) + extra)

@@ -22,9 +22,15 @@ count and a ``SkipCounter`` of dropped files. ``LabelledDataConfig.source``:
               crops from the right third, so the two never overlap. Tiny, for
               trying the whole pipeline.
 
-Bad inputs are skipped and counted ("undecodable", "bad_record", "empty") as
-in training (``data/sources.py``); a missing or malformed data set fails at
-construction with a ValueError saying what is expected where. The order is
+Bad inputs are skipped and counted per distinct file or record with the
+reasons and the shared mechanism of training (``sources.IMAGE_SKIP_REASONS``,
+``decode.decode_images``, ``skipping.read_tfrecords``): corrupt or truncated
+images ("undecodable"), images over ``decode.MAX_PIXELS`` ("too_large") or
+``decode.MAX_ASPECT`` ("degenerate_aspect"; both read from the header before
+decoding), records without image bytes or class label ("bad_record") and
+TFRecord shards with an unreadable tail ("bad_shard": their readable records
+are used). A missing or malformed data set fails at construction with a
+ValueError saying what is expected where. The order is
 deterministic: sorted files (shuffled by seed when ``training``), so feature
 caches and resumed runs see the same examples.
 """
@@ -41,6 +47,7 @@ import tensorflow as tf
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import decode
 from mtssl_tf.data import sample_data
+from mtssl_tf.data import skipping
 from mtssl_tf.data import sources
 from mtssl_tf.data import tfrecord_format
 
@@ -219,11 +226,15 @@ class LabelledImages:
       raise ValueError(f"data.{self.split}_path {pattern!r} matches no "
                        f"TFRecord files (tools/make_tfrecords.py writes "
                        f"them from class folders).")
+    # Damaged shards are read up to the damage here too (counted when the
+    # data set is read, in dataset()).
+    records = skipping.read_tfrecords(
+        self._files, skipping.SkipCounter((skipping.BAD_SHARD,)))
     labels = set()
     count = 0
-    for record in tf.data.TFRecordDataset(self._files).map(
-        _label_of_record).ignore_errors():
-      labels.add(int(record))
+    for label in records.map(lambda name, record: _label_of_record(record)
+                             ).ignore_errors():
+      labels.add(int(label))
       count += 1
     labels.discard(-1)
     if not labels:
@@ -260,36 +271,35 @@ class LabelledImages:
     if source == "builtin":
       ds = tf.data.Dataset.from_tensor_slices(self._builtin)
     elif source == "folder":
+      # (name, path, label): decode_images reads the file.
       ds = tf.data.Dataset.from_tensor_slices(
-          (self._files, np.asarray(self._labels, np.int32)))
+          (self._files, self._files, np.asarray(self._labels, np.int32)))
     elif source == "tfrecord":
-      ds = tf.data.TFRecordDataset(self._files)
+      ds = skipping.read_tfrecords(self._files, counter)
     else:
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       builder, image_key, label_key, split = self._tfds
       ds = builder.as_dataset(
           split=split, shuffle_files=False,
-          decoders={image_key: tfds.decode.SkipDecoding()}).map(
-              lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+          decoders={image_key: tfds.decode.SkipDecoding()},
+          read_config=tfds.ReadConfig(add_tfds_id=True)).map(
+              lambda ex: (ex["tfds_id"], ex[image_key],
+                          tf.cast(ex[label_key], tf.int32)))
     if training:
       ds = ds.shuffle(min(self.num_examples, 100_000), seed=seed,
                       reshuffle_each_iteration=True).repeat()
     if source == "builtin":
       return ds
-    if source == "folder":
-      fn = lambda path, label: (decode.decode_rgb(tf.io.read_file(path)),  # noqa: E731
-                                label)
-    elif source == "tfrecord":
-      ds = decode.map_or_skip(ds, _parse_labelled, counter, "bad_record",
+    if source == "tfrecord":
+      ds = decode.map_or_skip(
+          ds, lambda name, record: (name,) + _parse_labelled(record), counter,
+          "bad_record", deterministic=True, name_fn=lambda name, _: name)
+      ds = ds.filter(lambda name, encoded, label: counter.keep(
+          label >= 0, "bad_record", name,
+          f"no class label {tfrecord_format.IMAGE_LABEL!r}"))
+    ds = decode.decode_images(ds, counter, read_files=source == "folder",
                               deterministic=True)
-      ds = ds.filter(lambda encoded, label: counter.keep(label >= 0,
-                                                         "bad_record"))
-      fn = lambda encoded, label: (decode.decode_rgb(encoded), label)  # noqa: E731
-    else:
-      fn = lambda encoded, label: (decode.decode_rgb(encoded), label)  # noqa: E731
-    ds = decode.map_or_skip(ds, fn, counter, "undecodable", deterministic=True)
-    return ds.filter(lambda image, label: counter.keep(tf.size(image) > 0,
-                                                       "empty"))
+    return ds.map(lambda name, image, label: (image, label))
 
 
 def _label_of_record(serialized):

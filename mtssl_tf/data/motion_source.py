@@ -191,13 +191,15 @@ class MotionSource:
     by_name = lambda name, *_: name  # pylint: disable=g-long-lambda
     encoded = decode.map_or_skip(
         records, lambda name, record: (name,) + _lenient_parse(record),
-        skipped, "bad_record", name_fn=by_name)
+        skipped, "bad_record", deterministic=seed is not None,
+        name_fn=by_name)
     encoded = encoded.filter(lambda name, frame, mask: skipped.keep(
         _has_frame_and_mask(frame, mask), "bad_record", name,
         "missing frame or mask bytes"))
     pairs = decode.map_or_skip(
         encoded, lambda name, frame, mask: (name,) + _decode_pair(frame, mask),
-        skipped, "undecodable", name_fn=by_name)
+        skipped, "undecodable", deterministic=seed is not None,
+        name_fn=by_name)
     pairs = pairs.filter(lambda name, frame, mask: skipped.keep(
         _right_size(frame, mask), "wrong_size", name,
         f"frame or mask not {FRAME_SHAPE[0]}x{FRAME_SHAPE[1]}"))

@@ -177,7 +177,9 @@ def read_tfrecords(files: Sequence[str], counter: SkipCounter,
       with this seed; None and not ``repeat``: shards in the given order.
     repeat: pass over the shards forever.
     cycle_length: shards read at once (interleaved record by record).
-    deterministic: keep the interleave order (default: unless ``repeat``).
+    deterministic: keep the interleave order (default: with a
+      ``shuffle_seed`` or without ``repeat``), so that a checkpointed
+      iterator resumes on the same records.
 
   Returns:
     A dataset of ``(name, record)``; ``name`` is ``b"<path>#<index>"``, the
@@ -192,7 +194,7 @@ def read_tfrecords(files: Sequence[str], counter: SkipCounter,
     shards = shards.shuffle(len(files), seed=shuffle_seed,
                             reshuffle_each_iteration=True).repeat()
   if deterministic is None:
-    deterministic = not repeat
+    deterministic = shuffle_seed is not None or not repeat
 
   def read_shard(path, size):
     # ignore_errors: after a DataLossError TFRecordDataset moves to its next

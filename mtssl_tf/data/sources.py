@@ -33,7 +33,11 @@ a missing path, no candidate files, or none of the first
 Shuffling happens before decoding (file names, or encoded records in a buffer
 of ``shuffle_buffer``) so that the buffer holds small encoded bytes, not
 decoded images. The whole per-example path is TF graph ops with AUTOTUNE
-parallelism.
+parallelism. With a seed the order is deterministic (shards read in a fixed
+interleave, parallel steps emit in input order), so a checkpointed iterator
+(``tf.train.Checkpoint(data=iterator)``, as the training loop saves) resumes
+on exactly the examples an uninterrupted run sees; ``seed=None`` lets tf.data
+emit whichever element is ready first.
 
 Evaluation loaders: ``ImageSource.named_dataset(training=False)`` reads
 every input once, in a fixed order (files sorted; records in shard order),
@@ -242,8 +246,10 @@ class ImageSource:
 
   def _encoded(self, counter, seed, training):
     """``(name, encoded image bytes)`` (file paths for "folder"); shuffled and
-    repeated when ``training``, else one pass in a fixed order."""
+    repeated when ``training``, else one pass in a fixed order. The order is
+    deterministic unless training without a seed."""
     source = self.data.source
+    deterministic = _deterministic(seed, training)
     if source == "folder":
       files = tf.data.Dataset.from_tensor_slices(self._files)
       if training:
@@ -253,12 +259,13 @@ class ImageSource:
       return files.map(lambda path: (path, path))
     if source == "tfrecord":
       records = skipping.read_tfrecords(
-          self._files, counter, shuffle_seed=seed, repeat=training)
+          self._files, counter, shuffle_seed=seed, repeat=training,
+          deterministic=deterministic)
       if training:
         records = records.shuffle(self.shuffle_buffer, seed=seed)
       encoded = decode.map_or_skip(
           records, lambda name, record: (name, _lenient_image_record(record)),
-          counter, "bad_record", deterministic=not training,
+          counter, "bad_record", deterministic=deterministic,
           name_fn=lambda name, record: name)
       return encoded.filter(lambda name, e: counter.keep(
           tf.strings.length(e) > 0, "bad_record", name,
@@ -305,13 +312,22 @@ class ImageSource:
     ``shard#record`` or TFDS id) and its image.
 
     ``training``: shuffled and repeated forever; else every input once in a
-    fixed order (evaluation). Skips are counted in ``self.skipped``.
+    fixed order (evaluation). Skips are counted in ``self.skipped``. The
+    order is deterministic unless ``training`` with ``seed=None``.
     """
     if self.data.source == "builtin":
       raise ValueError("The builtin source has no named inputs; use "
                        "dataset().")
     encoded = self._encoded(self.skipped, seed, training=training)
-    return self._decoded(encoded, self.skipped, deterministic=not training)
+    return self._decoded(encoded, self.skipped,
+                         deterministic=_deterministic(seed, training))
+
+
+def _deterministic(seed, training):
+  """Whether the pipeline keeps a fixed order: always for one evaluation
+  pass; in training given a seed (exact resume from an iterator
+  checkpoint)."""
+  return not training or seed is not None
 
 
 def _nonzero(counts):

@@ -261,8 +261,9 @@ class Task:
     source = sources.ImageSource(data)
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
+    # In input order given a seed: a checkpointed iterator resumes exactly.
     examples = examples.map(self.make_example, num_parallel_calls=AUTOTUNE,
-                            deterministic=False)
+                            deterministic=seed is not None)
     negative = (tf.range(batch_size, dtype=tf.int32) + 1) % batch_size
 
     def to_trunk_batch(views):

@@ -226,8 +226,9 @@ class Task:
     source = sources.ImageSource(data)
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
+    # In input order given a seed: a checkpointed iterator resumes exactly.
     examples = examples.map(self.make_example, num_parallel_calls=AUTOTUNE,
-                            deterministic=False)
+                            deterministic=seed is not None)
     batches = examples.batch(batch_size, drop_remainder=True)
 
     def to_trunk_batch(patches, labels):

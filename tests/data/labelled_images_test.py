@@ -152,3 +152,81 @@ def test_prepared_tfds_data_set(tmp_path):
     labelled_images.LabelledImages(
         Config(source="tfds", tfds_name="mtssl_tiny_labelled",
                tfds_data_dir=data_dir, tfds_val_split="test"), "val")
+
+
+def _jpeg(image):
+  return tf.io.encode_jpeg(image, quality=95).numpy()
+
+
+def _png_header(width, height):
+  """A PNG signature and IHDR claiming ``width`` x ``height``, then garbage:
+  only a decoder that reads the header first can say it is too large."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  chunk = b"IHDR" + ihdr
+  return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+          + struct.pack(">I", zlib.crc32(chunk)) + b"garbage, never decoded")
+
+
+def test_truncated_and_extreme_images_are_skipped_with_reasons(tmp_path):
+  """Class folders holding a truncated JPEG, a 2x1000 strip (it would become
+  256x128000 at the evaluation's resize) and a PNG of 10000x8000 pixels:
+  each is skipped under its reason and named; the rest is used."""
+  root = eval_fixtures.write_imagenet(str(tmp_path))
+  folder = os.path.join(root, "train", "n00000002")
+  whole = _jpeg(eval_fixtures.textured_image((90, 90, 90), 7, (120, 160)))
+  bad = {"truncated.JPEG": whole[:len(whole) * 6 // 10],
+         "strip.JPEG": _jpeg(np.full((2, 1000, 3), 128, np.uint8)),
+         "huge.png": _png_header(10000, 8000)}
+  for name, data in bad.items():
+    with open(os.path.join(folder, name), "wb") as f:
+      f.write(data)
+  cfg = Config(source="folder", train_path=f"{root}/train",
+               val_path=f"{root}/val")
+  train = labelled_images.LabelledImages(cfg, "train")
+  examples = _all(train)
+  assert len(examples) == 18
+  assert max(max(shape[:2]) for shape, _ in examples) == 52
+  assert {os.path.basename(i["item"]): i["reason"]
+          for i in train.skipped.items()} == {
+              "truncated.JPEG": "undecodable",
+              "strip.JPEG": "degenerate_aspect",
+              "huge.png": "too_large"}
+
+
+def test_damaged_tfrecord_shard_is_read_up_to_the_damage(tmp_path):
+  """Two shards; the second has a corrupted record (bad CRC) in the middle.
+  The good shard and the records before the damage are used, the shard is
+  counted once as bad_shard with its path, and a 2x1000 image record is
+  skipped as degenerate_aspect (it would have stopped the evaluation)."""
+  images = [eval_fixtures.textured_image((80 * c, 50, 50), c) for c in range(3)]
+  good = str(tmp_path / "val-00000.tfrecord")
+  damaged = str(tmp_path / "val-00001.tfrecord")
+  with tf.io.TFRecordWriter(good) as writer:
+    for label in (0, 1, 2):
+      writer.write(tfrecord_format.image_example(
+          _jpeg(images[label]), "jpeg", f"good{label}", label))
+    writer.write(tfrecord_format.image_example(
+        _jpeg(np.zeros((1000, 2, 3), np.uint8)), "jpeg", "strip", 1))
+  records = [tfrecord_format.image_example(
+      _jpeg(images[label]), "jpeg", f"damaged{label}", label)
+             for label in (2, 1, 0)]
+  with tf.io.TFRecordWriter(damaged) as writer:
+    for record in records:
+      writer.write(record)
+  data = bytearray(open(damaged, "rb").read())
+  data[len(records[0]) + 16 + 12 + 40] ^= 0xFF   # inside record 1's data
+  with open(damaged, "wb") as f:
+    f.write(bytes(data))
+  cfg = Config(source="tfrecord", train_path=str(tmp_path / "val-*"),
+               val_path=str(tmp_path / "val-*"))
+  val = labelled_images.LabelledImages(cfg, "val")
+  assert val.class_names == ["0", "1", "2"]
+  assert sorted(label for _, label in _all(val)) == [0, 1, 2, 2]
+  skipped = val.skipped.as_dict()
+  assert skipped["bad_shard"] == 1 and skipped["degenerate_aspect"] == 1
+  assert sum(skipped.values()) == 2
+  (shard,) = [i for i in val.skipped.items() if i["reason"] == "bad_shard"]
+  assert shard["item"] == damaged
+  assert shard["detail"].startswith("read 1 records")
