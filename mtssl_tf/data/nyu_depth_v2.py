@@ -20,7 +20,11 @@ Two sources:
 Both yield ``(image uint8 [H, W, 3], depth float32 [H, W])`` pairs; a depth
 of 0 (or NaN) marks a pixel without a measurement, which every loss and
 measure excludes. A missing or malformed file raises ValueError at start-up
-(``check_mat_files``, ``check_tfds``) saying what is expected where.
+(``check_mat_files``, ``check_tfds``) saying what is expected where. A frame
+that cannot be read later (e.g. a damaged compressed chunk of the labelled
+file: MATLAB v7.3 stores deflate-compressed chunks) is skipped and counted
+as "unreadable" under its name ``frame <1-based index>`` in a
+``skipping.SkipCounter`` (``SKIP_REASONS``), never fatal.
 """
 
 import os
@@ -29,6 +33,9 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from mtssl_tf.data import decode
+from mtssl_tf.data import skipping
+
 NUM_LABELED = 1449
 NUM_TRAIN = 795
 NUM_TEST = 654
@@ -36,6 +43,7 @@ MAT_KEYS = ("images", "depths")
 SPLIT_KEYS = ("trainNdxs", "testNdxs")
 TFDS_NAME = "nyu_depth_v2"
 TFDS_SPLITS = {"train": "train", "test": "validation"}
+SKIP_REASONS = ("unreadable",)
 
 _EXPECTED_MAT = (
     "the official labelled file nyu_depth_v2_labeled.mat (MATLAB v7.3 / "
@@ -166,13 +174,18 @@ def check_mat_files(mat_path: str, splits_path: str
 
 
 def mat_dataset(mat_path: str, indices: np.ndarray, shuffle: bool = False,
-                seed: int = 0) -> tf.data.Dataset:
+                seed: int = 0,
+                counter: Optional[skipping.SkipCounter] = None
+                ) -> tf.data.Dataset:
   """``(image uint8 [H, W, 3], depth float32 [H, W])`` of the given frames.
 
   With ``shuffle`` the order is reshuffled every pass (repeat outside).
+  Frames whose read fails are skipped and counted in ``counter`` (reasons
+  ``SKIP_REASONS``; a private counter if None).
   """
   reader = LabeledFile(mat_path)
   h, w = reader.shape()
+  counter = counter or skipping.SkipCounter(SKIP_REASONS)
 
   def read(index):
     return reader.example(int(index))
@@ -186,8 +199,11 @@ def mat_dataset(mat_path: str, indices: np.ndarray, shuffle: bool = False,
     image.set_shape([h, w, 3])
     depth.set_shape([h, w])
     return image, depth
-  # Reads are serialised by h5py's lock anyway; one call at a time.
-  return ds.map(load, num_parallel_calls=1)
+  # Reads are serialised by h5py's lock anyway; the guard keeps the order.
+  return decode.map_or_skip(
+      ds, load, counter, "unreadable", deterministic=True,
+      name_fn=lambda index: tf.strings.join(
+          ["frame ", tf.strings.as_string(index + 1)]))
 
 
 def check_tfds(data_dir: Optional[str], split: str):

@@ -48,6 +48,7 @@ import tf_keras
 
 from mtssl_tf.data import depth_augment
 from mtssl_tf.data import nyu_depth_v2
+from mtssl_tf.data import skipping
 from mtssl_tf.data import synthetic_depth
 from mtssl_tf.evaluation import depth_metrics
 from mtssl_tf.evaluation import eval_base
@@ -196,7 +197,9 @@ def check(config: Config) -> None:
 # ---- Data -------------------------------------------------------------------
 
 def _sources(config: Config, output_dir: str, seed: int):
-  """(train pairs, test pairs, counts) as uint8/float32 datasets."""
+  """(train pairs, test pairs, counts) as uint8/float32 datasets; with the
+  labelled file, ``counts["skipped"]`` holds a ``SkipCounter`` per split of
+  the unreadable frames (converted to counts by ``train_and_evaluate``)."""
   if config.source == "tfds":
     data_dir = config.tfds_data_dir or None
     train = nyu_depth_v2.tfds_dataset(data_dir, "train", True, seed)
@@ -211,10 +214,13 @@ def _sources(config: Config, output_dir: str, seed: int):
   else:
     mat, splits = config.labeled_mat, config.splits_mat
   train_idx, test_idx = nyu_depth_v2.check_mat_files(mat, splits)
-  train = nyu_depth_v2.mat_dataset(mat, train_idx, shuffle=True, seed=seed)
-  test = nyu_depth_v2.mat_dataset(mat, test_idx)
+  skipped = {split: skipping.SkipCounter(nyu_depth_v2.SKIP_REASONS)
+             for split in ("train", "test")}
+  train = nyu_depth_v2.mat_dataset(mat, train_idx, shuffle=True, seed=seed,
+                                   counter=skipped["train"])
+  test = nyu_depth_v2.mat_dataset(mat, test_idx, counter=skipped["test"])
   return train, test, {"train_images": len(train_idx),
-                       "test_images": len(test_idx)}
+                       "test_images": len(test_idx), "skipped": skipped}
 
 
 def train_dataset(pairs, config: Config) -> tf.data.Dataset:
@@ -484,6 +490,11 @@ def train_and_evaluate(ctx, config: Config):
   metrics, evaluated = evaluate(network, test, config, log)
   counts = dict(counts, test_images_evaluated=evaluated, train_steps=step)
   details = {"output_stride": config.output_stride}
+  for split, counter in counts.pop("skipped", {}).items():
+    # Distinct unreadable frames, and which (results.json).
+    counts[f"skipped_{split}"] = counter.as_dict()
+    if counter.total():
+      details[f"skipped_{split}"] = counter.items()
   if ctx.lasso:
     details["lasso_alpha"] = network.get_layer(
         "nyu_depth_lasso").normalized_alpha().numpy().tolist()

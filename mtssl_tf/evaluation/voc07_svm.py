@@ -120,8 +120,13 @@ def image_labels(records: Sequence[voc.VocImage]) -> np.ndarray:
 
 
 def _dataset(records, labels):
+  """``(name, path, labels)``: the file is read by ``decode.decode_images``."""
   paths = [r.jpeg_path for r in records]
-  return tf.data.Dataset.from_tensor_slices((paths, labels))
+  return tf.data.Dataset.from_tensor_slices((paths, paths, labels))
+
+
+def _nonzero(counts):
+  return {k: v for k, v in counts.items() if v}
 
 
 def _normalise(x):
@@ -209,10 +214,11 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
   counter = sources.SkipCounter(sources.IMAGE_SKIP_REASONS)
 
   def batched(key):
-    ds = decode.map_or_skip(
-        _dataset(records[key], labels[key]),
-        lambda path, y: (decode.decode_rgb(tf.io.read_file(path)), y),
-        counter, "undecodable", deterministic=True)
+    # Corrupt, truncated, oversized and degenerate images are skipped and
+    # counted per file (decode.py), with their labels.
+    ds = decode.decode_images(_dataset(records[key], labels[key]), counter,
+                              read_files=True, deterministic=True)
+    ds = ds.map(lambda name, image, y: (image, y))
     return features_lib.batches(ds, config.batch_size, config.resize,
                                 config.crop, training=False)
 
@@ -298,6 +304,7 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
               "test_images": len(records["test"]),
               "classes": len(present), "bad_images": len(problems),
               "undecodable": counter.as_dict()["undecodable"],
+              "skipped_images": _nonzero(counter.as_dict()),
               "svm_fits": len(jobs)},
       details={"per_class": per_class, "chosen_cost": chosen,
                "low_shot": low_shot, "problems": problems[:100],

@@ -6,6 +6,7 @@ import pytest
 import scipy.io
 
 from mtssl_tf.data import nyu_depth_v2
+from mtssl_tf.data import skipping
 from mtssl_tf.data import synthetic_depth
 
 
@@ -119,3 +120,32 @@ def test_synthetic_files_round_trip(tmp_path):
     image, depth = reader.example(n)
     np.testing.assert_array_equal(image, images[n])
     np.testing.assert_array_equal(depth, depths[n])
+
+
+def test_a_damaged_frame_is_skipped_and_counted(files, tmp_path):
+  """MATLAB v7.3 writes deflate-compressed chunks; a damaged chunk fails to
+  inflate when its frame is read. That frame is skipped under its 1-based
+  name, the others are read (the whole evaluation stopped before)."""
+  _, splits, images, depths = files
+  mat = str(tmp_path / "chunked.mat")
+  with h5py.File(mat, "w") as f:
+    f.create_dataset("images", data=np.transpose(images, (0, 3, 2, 1)),
+                     chunks=(1, 3, 8, 6), compression="gzip")
+    f.create_dataset("depths", data=np.transpose(depths, (0, 2, 1)),
+                     chunks=(1, 8, 6), compression="gzip")
+  with h5py.File(mat, "r") as f:
+    chunk = f["images"].id.get_chunk_info_by_coord((2, 0, 0, 0))
+  data = bytearray(open(mat, "rb").read())
+  data[chunk.byte_offset:chunk.byte_offset + chunk.size] = bytes(chunk.size)
+  with open(mat, "wb") as f:
+    f.write(bytes(data))
+  train, _ = nyu_depth_v2.check_mat_files(mat, splits)  # frames 1, 3, 4
+  counter = skipping.SkipCounter(nyu_depth_v2.SKIP_REASONS)
+  got = list(nyu_depth_v2.mat_dataset(mat, train, counter=counter)
+             .as_numpy_iterator())
+  assert len(got) == 2
+  for (image, depth), n in zip(got, [0, 3]):
+    np.testing.assert_array_equal(image, images[n])
+    np.testing.assert_array_equal(depth, depths[n])
+  assert [(i["item"], i["reason"]) for i in counter.items()] == [
+      ("frame 3", "unreadable")]

@@ -1,6 +1,7 @@
 """VOC07 SVM and low-shot on a generated VOCdevkit."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -41,9 +42,30 @@ def test_low_shot_samples_are_seeded_and_distinct():
 
 @pytest.fixture(scope="module")
 def devkit(tmp_path_factory):
-  return synthetic_voc.make_devkit(str(tmp_path_factory.mktemp("voc")),
+  """The generated devkit with two bad test JPEGs that the annotation checks
+  (JPEG header vs annotation) let through: a truncated file, and a 1000x2
+  strip (256x128000 after resizing the shorter side to 256)."""
+  root = synthetic_voc.make_devkit(str(tmp_path_factory.mktemp("voc")),
                                    num_trainval=24, num_test=16,
                                    num_classes=3, image_size=(64, 80))
+  voc_dir = os.path.join(root, "VOC2007")
+  with open(os.path.join(voc_dir, "ImageSets", "Main", "test.txt")) as f:
+    truncated, strip = f.read().split()[:2]
+  jpeg = os.path.join(voc_dir, "JPEGImages", truncated + ".jpg")
+  data = open(jpeg, "rb").read()
+  with open(jpeg, "wb") as f:
+    f.write(data[:len(data) * 6 // 10])
+  with open(os.path.join(voc_dir, "JPEGImages", strip + ".jpg"), "wb") as f:
+    f.write(tf.io.encode_jpeg(np.full((2, 1000, 3), 90, np.uint8)).numpy())
+  xml = os.path.join(voc_dir, "Annotations", strip + ".xml")
+  text = open(xml).read()
+  text = re.sub(r"<width>\d+</width>", "<width>1000</width>", text)
+  text = re.sub(r"<height>\d+</height>", "<height>2</height>", text)
+  text = re.sub(r"<bndbox>.*?</bndbox>", "<bndbox><xmin>1</xmin><ymin>1</ymin>"
+                "<xmax>10</xmax><ymax>2</ymax></bndbox>", text, flags=re.S)
+  with open(xml, "w") as f:
+    f.write(text)
+  return root
 
 
 def test_svm_and_low_shot_end_to_end_and_resume(devkit, tmp_path,
@@ -63,6 +85,9 @@ def test_svm_and_low_shot_end_to_end_and_resume(devkit, tmp_path,
   assert 0 < m["map"] <= 1 and 0 < m["map_11point"] <= 1
   assert set(result.details["per_class"]) <= set(synthetic_voc.used_classes(3))
   assert result.counts["test_images"] == 16
+  # The bad JPEGs are skipped with their reasons and counted, not fatal.
+  assert result.counts["skipped_images"] == {"undecodable": 1,
+                                             "degenerate_aspect": 1}
   low = result.details["low_shot"]
   assert set(low) == {"1", "4"}
   assert low["1"]["min"] <= low["1"]["mean"] <= low["1"]["max"]
