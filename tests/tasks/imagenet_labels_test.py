@@ -94,9 +94,10 @@ def test_loss_falls_on_a_fixed_batch():
   task = _task()
   dataset, _ = task.make_dataset(config.DataConfig(), 9, seed=0)
   images, labels = next(iter(dataset))
-  losses = task_fixtures.train_steps(task, images, labels, 30,
+  losses = task_fixtures.train_steps(task, images, labels, 12,
                                      learning_rate=3e-3)
-  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+  # ~1.9 (about ln 9) to ~0.01 when written: nine photos, one crop each.
+  assert losses[0] > 1.0 and np.mean(losses[-3:]) < 0.2, losses
 
 
 def _logged(model_dir, tag):
