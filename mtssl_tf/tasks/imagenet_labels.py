@@ -47,7 +47,11 @@ learning rate of 0.045 on many replicas (and Inception-v3 label smoothing
 0.1); both are flags (--learning_rate, --sup.label_smoothing). The decay
 steps are ``int(lr_decay_epochs * examples_per_epoch / global_batch)``
 (TF-Slim's ``_configure_learning_rate``), the global batch being the batch
-summed over the task's replicas.
+summed over the task's replicas (TF-Slim divides by its synchronous
+replicas likewise), counted in the task's own updates. Under
+``--strategy=parameter_server`` the schedule is not applied yet
+(``training/parameter_server.py`` builds its optimizers without
+``optimizers.task_schedule``).
 """
 
 import dataclasses
