@@ -144,6 +144,11 @@ class MotionSource:
     builtin_videos, builtin_frames: synthetic videos of the "builtin" source
       and frames per video.
     shuffle_buffer: records held for shuffling ("tfrecord", "folder").
+    skipped: the ``skipped`` counter of an earlier ``MotionSource`` of the
+      same ``data``, to count into instead of a new one (None: a new one);
+      the records, checked by that source, are not checked again, so this
+      one creates no variables and reads nothing at construction (see
+      ``sources.ImageSource``).
 
   Attributes:
     skipped: the ``SkipCounter`` of this source's dropped records
@@ -154,7 +159,8 @@ class MotionSource:
   """
 
   def __init__(self, data: config_lib.DataConfig, builtin_videos: int = 3,
-               builtin_frames: int = 8, shuffle_buffer: int = 256):
+               builtin_frames: int = 8, shuffle_buffer: int = 256,
+               skipped: Optional[skipping.SkipCounter] = None):
     if data.source not in SOURCES:
       raise ValueError(
           f"Video-frame tasks read sources {list(SOURCES)}, got "
@@ -164,11 +170,12 @@ class MotionSource:
     self.builtin_videos = builtin_videos
     self.builtin_frames = builtin_frames
     self.shuffle_buffer = shuffle_buffer
-    self.skipped = skipping.SkipCounter(SKIP_REASONS)
+    self.skipped = skipped or skipping.SkipCounter(SKIP_REASONS)
     self._files = None
     if data.source != "builtin":
       self._files = _find_record_files(data)
-      _check_motion_records(self._files, data.source)
+      if skipped is None:
+        _check_motion_records(self._files, data.source)
 
   def dataset(self, seed: Optional[int] = None,
               repeat: bool = True) -> tf.data.Dataset:

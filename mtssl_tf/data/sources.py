@@ -119,6 +119,13 @@ class ImageSource:
     shuffle_buffer: encoded records held for shuffling ("tfrecord", "tfds").
     max_pixels, max_aspect: larger or more elongated images are skipped
       ("too_large", "degenerate_aspect"; see ``decode.py``).
+    skipped: the ``skipped`` counter of an earlier ``ImageSource`` of the
+      same ``data``, to count into instead of a new one (None: a new one).
+      That source was checked and counted the folder's other files, so this
+      one does neither: it creates no variables and runs nothing at
+      construction, so it can be built inside a ``tf.function`` (a
+      parameter-server worker's dataset function, where the counter lives
+      on the chief and every worker counts into it).
 
   Attributes:
     skipped: the ``SkipCounter`` of this source's dropped inputs
@@ -131,7 +138,8 @@ class ImageSource:
 
   def __init__(self, data: config_lib.DataConfig, shuffle_buffer: int = 1024,
                max_pixels: int = decode.MAX_PIXELS,
-               max_aspect: float = decode.MAX_ASPECT):
+               max_aspect: float = decode.MAX_ASPECT,
+               skipped: Optional[skipping.SkipCounter] = None):
     if data.source not in SOURCES:
       raise ValueError(
           f"Unknown data source {data.source!r}; accepted sources are "
@@ -140,12 +148,13 @@ class ImageSource:
     self.shuffle_buffer = shuffle_buffer
     self.max_pixels = max_pixels
     self.max_aspect = max_aspect
-    self.skipped = SkipCounter(IMAGE_SKIP_REASONS)
+    self._checked = skipped is not None
+    self.skipped = skipped or SkipCounter(IMAGE_SKIP_REASONS)
     self._photos = None
     self._files = None
     self._tfds_builder = None
     getattr(self, f"_init_{data.source}")()
-    if data.source != "builtin":
+    if data.source != "builtin" and not self._checked:
       self._check_usable()
 
   # ---- start-up validation --------------------------------------------------
@@ -170,6 +179,8 @@ class ImageSource:
       raise ValueError(
           f"Image folder {path!r} contains no image files (searched "
           f"recursively for extensions {list(IMAGE_EXTENSIONS)}, any case).")
+    if self._checked:
+      return  # the first source of this counter counted and logged them
     for other in others:
       self.skipped.count(
           "unsupported_format", 1, other,

@@ -107,9 +107,17 @@ class Task(Protocol):
     ...
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None
+                   seed: Optional[int] = None,
+                   skipped: Optional[sources.SkipCounter] = None
                    ) -> Tuple[tf.data.Dataset, Optional[sources.SkipCounter]]:
     """``(dataset, skipped)``.
+
+    ``seed`` (an int, or a scalar int64 tensor) seeds every random choice of
+    the pipeline; None: unseeded. ``skipped``: None, or the counter an
+    earlier call on the same ``data`` returned; the new pipeline then counts
+    into it and returns it, and neither re-checks the source nor creates
+    variables (so it can be built in a ``tf.function``: the parameter-server
+    workers' dataset functions, ``training/parameter_server.py``).
 
     ``dataset`` yields ``(images, labels)`` batches, repeated and prefetched:
     ``images`` float32 ``[batch_size * trunk_inputs_per_example, H, W, 3]``

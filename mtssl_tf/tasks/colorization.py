@@ -187,11 +187,11 @@ class Task:
   # ---- data -----------------------------------------------------------------
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, skipped=None):
     """Batched ``(images, labels)`` (shapes: module docstring) and the image
     source's skip counter."""
     cfg = self.config
-    source = sources.ImageSource(data)
+    source = sources.ImageSource(data, skipped=skipped)
     pair_seeds = tf.data.Dataset.random(seed=seed).batch(2)
     examples = tf.data.Dataset.zip((source.dataset(seed), pair_seeds))
     examples = examples.map(

@@ -251,14 +251,14 @@ class Task:
     return views
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed=None):
+                   seed=None, skipped=None):
     """``(images [2B, P, P, 3] float32, {"negative": [B] int32})`` batches,
     and the image source's skip counter."""
     if batch_size < 2:
       raise ValueError(
           f"The exemplar task takes its negatives from other examples of the "
           f"batch: batch_size must be >= 2, got {batch_size}.")
-    source = sources.ImageSource(data)
+    source = sources.ImageSource(data, skipped=skipped)
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
     # In input order given a seed: a checkpointed iterator resumes exactly.

@@ -255,10 +255,10 @@ class Task:
     return slots, label
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, skipped=None):
     """``(images [9B, T, T, 3], {"permutation": [B] int32})`` batches and the
     image source's skip counter."""
-    source = sources.ImageSource(data)
+    source = sources.ImageSource(data, skipped=skipped)
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
     examples = examples.map(self.make_example, num_parallel_calls=AUTOTUNE,

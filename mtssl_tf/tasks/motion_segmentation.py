@@ -118,14 +118,15 @@ class Task:
                                             self.output_stride)}
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, skipped=None):
     """``(batched (images, labels), skip counter)``; shapes: module docstring.
 
     The counter is the source's (``motion_source.SKIP_REASONS``).
     """
     cfg = self.config
     source = motion_source.MotionSource(data, cfg.builtin_videos,
-                                        cfg.builtin_frames, cfg.shuffle_buffer)
+                                        cfg.builtin_frames, cfg.shuffle_buffer,
+                                        skipped=skipped)
     pair_seeds = tf.data.Dataset.random(seed=seed).batch(2)
     examples = tf.data.Dataset.zip((source.dataset(seed), pair_seeds))
     examples = examples.map(

@@ -220,10 +220,10 @@ class Task:
     return patches, label
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed=None):
+                   seed=None, skipped=None):
     """``(images [2B, P, P, 3] float32, {"position": [B] int32})`` batches,
     and the image source's skip counter."""
-    source = sources.ImageSource(data)
+    source = sources.ImageSource(data, skipped=skipped)
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
     # In input order given a seed: a checkpointed iterator resumes exactly.

@@ -144,10 +144,10 @@ class Task:
     return rotated, labels
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, skipped=None):
     """``(images [nB, S, S, 3], {"rotation": [nB] int32})`` batches and the
     image source's skip counter."""
-    source = sources.ImageSource(data)
+    source = sources.ImageSource(data, skipped=skipped)
     examples = tf.data.Dataset.zip(
         (source.dataset(seed), tf.data.Dataset.random(seed).batch(2)))
     examples = examples.map(self.make_example, num_parallel_calls=AUTOTUNE,

@@ -82,7 +82,7 @@ def _worker_role(strategy) -> Tuple[int, bool]:
   return task_id, task_type == "worker" and task_id == 0
 
 
-def _restore(latest, model_ckpt, data_ckpt, saved_values, model_dir, log):
+def restore_finite(latest, model_ckpt, data_ckpt, saved_values, model_dir, log):
   """Restores the newest checkpoint of ``model_dir`` whose values are finite.
 
   Older versions could save non-finite checkpoints; those are passed over
@@ -124,6 +124,36 @@ def _restore(latest, model_ckpt, data_ckpt, saved_values, model_dir, log):
     log(f"The input pipelines changed since {prefix} (batch size or data?; "
         f"{type(e).__name__}): the data order restarts from the seed.")
   return prefix
+
+
+def finite_checkpoint_advice_of(model_dir: str, first_bad_step: int,
+                                chief: bool = True) -> str:
+  """Says which checkpoint a rerun resumes from after a non-finite update
+  (the chief sets aside the ones not trusted: from ``first_bad_step`` on, or
+  non-finite)."""
+  if chief:
+    good, aside = checkpointing.set_aside_from(model_dir, first_bad_step)
+  else:
+    good, aside = tf.train.latest_checkpoint(model_dir), []
+  where = (f"the newest checkpoint, {good}, is finite and a rerun resumes "
+           f"from it" if good else "there is no usable checkpoint, a rerun "
+           "starts from step 0")
+  if aside:
+    where += (f" ({', '.join(os.path.basename(p) for p in aside)} set "
+              f"aside: their values or their next step were not finite; "
+              f"the files stay but are no longer resumed from)")
+  return f"Nothing non-finite was saved: {where}."
+
+
+def check_init_checkpoint(cfg: config_lib.TrainConfig) -> None:
+  """Raises ValueError if ``cfg.init_checkpoint`` will be read (no checkpoint
+  in model_dir yet) but is not a checkpoint."""
+  if cfg.init_checkpoint and not tf.train.latest_checkpoint(cfg.model_dir):
+    if not tf.io.gfile.exists(cfg.init_checkpoint + ".index"):
+      raise ValueError(
+          f"init_checkpoint {cfg.init_checkpoint!r} is not a checkpoint (no "
+          f"{cfg.init_checkpoint}.index); give the prefix written by "
+          f"tools/convert_slim_checkpoint.py.")
 
 
 def train(trunk_config: config_lib.TrunkConfig,
@@ -171,12 +201,7 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
   plan = replicas.plan_replicas(names, strategy.num_replicas_in_sync,
                                 cfg.replicas_per_task)
   worker, chief = _worker_role(strategy)
-  if cfg.init_checkpoint and not tf.train.latest_checkpoint(cfg.model_dir):
-    if not tf.io.gfile.exists(cfg.init_checkpoint + ".index"):
-      raise ValueError(
-          f"init_checkpoint {cfg.init_checkpoint!r} is not a checkpoint (no "
-          f"{cfg.init_checkpoint}.index); give the prefix written by "
-          f"tools/convert_slim_checkpoint.py.")
+  check_init_checkpoint(cfg)
 
   # ---- Data: one iterator per task, outside the strategy scope (the skip
   # counters of the sources are host variables updated inside tf.data). An
@@ -242,7 +267,7 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
                                        max_to_keep=cfg.keep_checkpoints)
   latest = tf.train.latest_checkpoint(cfg.model_dir)  # the chief's
   if latest:
-    latest = _restore(latest, tf.train.Checkpoint(**model_state),
+    latest = restore_finite(latest, tf.train.Checkpoint(**model_state),
                       tf.train.Checkpoint(data=data_state), saved_values,
                       cfg.model_dir, log)
     log(f"Resumed from {latest} at {state.as_dict()}")
@@ -319,20 +344,7 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
   saved_step = [None]
 
   def finite_checkpoint_advice(first_bad_step):
-    """Says which checkpoint a rerun resumes from (the chief sets aside the
-    ones not trusted: from ``first_bad_step`` on, or non-finite)."""
-    if chief:
-      good, aside = checkpointing.set_aside_from(cfg.model_dir, first_bad_step)
-    else:
-      good, aside = tf.train.latest_checkpoint(cfg.model_dir), []
-    where = (f"the newest checkpoint, {good}, is finite and a rerun resumes "
-             f"from it" if good else "there is no usable checkpoint, a rerun "
-             "starts from step 0")
-    if aside:
-      where += (f" ({', '.join(os.path.basename(p) for p in aside)} set "
-                f"aside: their values or their next step were not finite; "
-                f"the files stay but are no longer resumed from)")
-    return f"Nothing non-finite was saved: {where}."
+    return finite_checkpoint_advice_of(cfg.model_dir, first_bad_step, chief)
 
   def save(reason):
     # The last line of defence of the NaN guard: nothing non-finite is saved.

@@ -29,8 +29,10 @@ What differs from the paper's setup (TF1 between-graph PS training):
     group is k_t closures in flight, not k_t fixed machines. Per-task
     concurrency, and so the share of compute, is the same.
   * ParameterServerStrategy has no per-worker data sharding: every worker
-    reads its own copy of each task's pipeline, built with ``seed=None`` so
-    that workers draw different random examples (not reproducible).
+    reads its own copy of each task's pipeline, seeded with
+    ``--seed + 1000 x worker index + task index`` (the synchronous loop's
+    formula), so workers draw different but reproducible random examples;
+    a restarted worker starts its pipelines over from that seed.
   * Head batch-norm moving statistics are parameter-server variables that
     each worker's forward pass updates in turn (no group mean).
   * Checkpoints are taken by the chief while workers keep training, as TF1's
@@ -38,10 +40,21 @@ What differs from the paper's setup (TF1 between-graph PS training):
   * A closure re-run after a worker failure may add its gradients to a
     group's accumulators twice (groups of k > 1 only).
 
-Limitation: a task's input pipeline must not create variables
-(ClusterCoordinator traces it as a per-worker dataset function). The built-in
-tasks' skipped-input counters do, so for now this mode runs only tasks
-without them (the tests' toy tasks); ``train`` says so at start-up.
+Input pipelines: ClusterCoordinator traces each task's dataset function once
+and runs it on every worker, and refuses variables created in it. So the
+chief first builds each pipeline itself (``make_dataset``): that checks the
+source and creates the task's skipped-input counter, on the chief; the
+workers' pipelines count into that counter (``make_dataset(...,
+skipped=counter)``), so the chief's counts and ``skipped_inputs.json`` cover
+every worker.
+
+As in the synchronous loop (``loop.train``), everything is validated before
+the model dir is written; the chief holds its lock while it trains; every
+update's loss, gradients and updated values are checked (``TaskStep.apply``):
+a non-finite one stops the run, and no checkpoint holds a non-finite value
+(checked before and after each save: NaN and Inf persist in the weights,
+slots and statistics once there, so values finite after the save were finite
+while it was written).
 
 Run accounting (paper §6): tasks advance at their own rates, so per-task step
 counts differ; the run's cost is the sum of steps x per-step cost, and one
@@ -54,16 +67,19 @@ re-run on another worker; a restarted worker rejoins). A killed chief
 restarts from the last checkpoint (the parameter servers keep running).
 """
 
+import contextlib
 import os
 import threading
 import time
 from typing import Callable, Dict, List, Mapping
 
-import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from mtssl_tf import config as config_lib
+from mtssl_tf.data import skipping
 from mtssl_tf.models import multitask
+from mtssl_tf.models import slim_conversion
 from mtssl_tf.training import checkpointing
 from mtssl_tf.training import loop
 from mtssl_tf.training import optimizers as optimizers_lib
@@ -130,11 +146,41 @@ class _TaskDriver(threading.Thread):
         logs = {key: float(v) for key, v in logs.items()}
         with self.lock:
           self.updates.append((start, time.time(), logs, parts))
-        if not np.isfinite(logs["total_loss"]):
-          break  # not applied; the chief reports it
+        if logs["nonfinite"] != step_lib.FINITE:
+          break  # the chief reports it and stops the run
     except Exception as e:  # pylint: disable=broad-except
       self.errors.append(e)
       self.stop.set()
+
+
+def worker_dataset_fn(task, data: config_lib.DataConfig, batch_size: int,
+                      seed: int, skipped, worker_index=None):
+  """The dataset function of ``task``'s pipeline on every worker.
+
+  ClusterCoordinator traces it once (variables may not be created in it) and
+  runs it on each worker. The pipeline is ``task.make_dataset`` seeded with
+  ``seed + 1000 x worker index`` (``seed``: ``--seed`` + the task's index,
+  as the synchronous loop seeds each worker), so workers draw different,
+  reproducible examples; it counts skips into ``skipped``, the counter of
+  the chief's own ``make_dataset`` call.
+
+  Args:
+    worker_index: () -> scalar int64 tensor; default: the worker's index,
+      ``tf.distribute.coordinator.experimental_get_current_worker_index``.
+
+  Returns:
+    () -> ``tf.data.Dataset`` of ``(images, labels)`` batches.
+  """
+  def make():
+    # TF compares (graph seed, op seed) with (0, 0) in Python when an op
+    # gets a seed, which fails for a tensor op seed if the graph seed is 0
+    # (--seed=0): this function's graph gets its own, nonzero one.
+    tf.random.set_seed(seed % (2**31 - 2) + 1)
+    worker = (worker_index or tf.distribute.coordinator
+              .experimental_get_current_worker_index)()
+    return task.make_dataset(data, batch_size, seed=seed + 1000 * worker,
+                             skipped=skipped)[0]
+  return make
 
 
 def train(trunk_config: config_lib.TrunkConfig,
@@ -146,24 +192,46 @@ def train(trunk_config: config_lib.TrunkConfig,
   """Trains asynchronously; resumes from ``cfg.model_dir`` if present.
 
   Call on the chief only (workers and parameter servers run
-  ``replicas.serve_if_not_chief``). Arguments as ``loop.train``.
+  ``replicas.serve_if_not_chief``). Arguments and errors as ``loop.train``
+  (ValueError before anything is written; ``loop.NonFiniteLossError``).
 
   Returns:
     ``loop.TrainResult``; ``loss_history[t]`` holds the loss of every update
     of t, and ``updates`` the ``(start, end, logs)`` of each.
   """
-  # ---- Setup --------------------------------------------------------------
+  with contextlib.ExitStack() as cleanup:
+    return _train(cleanup, trunk_config, tasks, data, cfg, strategy, log)
+
+
+def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
+  """``train``; ``cleanup`` (an ExitStack) releases the model_dir lock."""
+  # ---- Setup: validate everything before writing anything (as loop.train) -
+  cfg.validate()
+  tf_keras.utils.set_random_seed(cfg.seed)  # initialisation (see loop.train)
   speed.check_precision(cfg.mixed_precision)
   names = list(tasks)
-  coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
   num_workers = len(tf.distribute.cluster_resolver.TFConfigClusterResolver()
                     .cluster_spec().as_dict().get("worker", []))
   plan = replicas.plan_replicas(names, num_workers, cfg.replicas_per_task)
   groups = {t: max(1, plan.group_size(t)) for t in names}
+  loop.check_init_checkpoint(cfg)
+  # Each source is checked here, and its skip counter created on the chief
+  # (see the module docstring); an unusable source fails before any write.
+  skip_counters = {t: tasks[t].make_dataset(
+      data[t], cfg.batch_size_of(t), seed=cfg.seed)[1] for t in names}
+  cleanup.enter_context(checkpointing.ModelDirLock(cfg.model_dir))
   resumed_run = checkpointing.prepare_model_dir(
       cfg.model_dir, checkpointing.run_info(names, trunk_config, cfg.lasso))
+  coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
   log(f"Parameter-server run, {num_workers} workers; concurrent closures per "
       f"task: {groups}")
+  ignored = [name for name, unused in (
+      ("--steps_per_call", cfg.steps_per_call > 1),
+      ("--profile_steps", cfg.profile_steps),
+      ("--image_summary_every_steps", cfg.image_summary_every_steps))
+             if unused]
+  if ignored:
+    log(f"Not used with --strategy=parameter_server: {', '.join(ignored)}.")
 
   # ---- Model, optimizers, accumulators, state (on the parameter servers) --
   with strategy.scope():
@@ -186,16 +254,28 @@ def train(trunk_config: config_lib.TrunkConfig,
                                 jit_compile=cfg.jit_compile)
 
   # ---- Checkpoint: restore or initialise -----------------------------------
-  ckpt = tf.train.Checkpoint(trunk=network.trunk, heads=network.heads,
-                             lasso=network.lasso, optimizers=opts, state=state)
+  model_state = dict(trunk=network.trunk, heads=network.heads,
+                     lasso=network.lasso, optimizers=opts, state=state)
+  # Every value a checkpoint holds, checked finite at each save.
+  saved_values = [v for module in ([network.trunk] +
+                                   list(network.heads.values()) +
+                                   list(network.lasso.values()) +
+                                   list(opts.values()))
+                  for v in module.variables]
+  ckpt = tf.train.Checkpoint(**model_state)
   manager = tf.train.CheckpointManager(ckpt, cfg.model_dir,
                                        max_to_keep=cfg.keep_checkpoints)
   latest = manager.latest_checkpoint
   if latest:
-    ckpt.restore(latest).assert_existing_objects_matched()
+    latest = loop.restore_finite(
+        latest, tf.train.Checkpoint(**model_state),
+        tf.train.Checkpoint(data={}), saved_values, cfg.model_dir, log)
     log(f"Resumed from {latest} at {state.as_dict()}")
   elif resumed_run:
     log(f"{cfg.model_dir} has run.json but no checkpoint: starting at 0.")
+  if not latest and cfg.init_checkpoint:
+    slim_conversion.restore_trunk(network.trunk, cfg.init_checkpoint)
+    log(f"Initialised the trunk from {cfg.init_checkpoint}")
 
   # ---- Steps (scheduled on workers) ----------------------------------------
   def make_fns(t):
@@ -229,8 +309,8 @@ def train(trunk_config: config_lib.TrunkConfig,
     return run_one, accumulate, apply_accumulated
 
   def dataset_fn(t):
-    return lambda: tasks[t].make_dataset(data[t], cfg.batch_size_of(t),
-                                         seed=None)[0]
+    return worker_dataset_fn(tasks[t], data[t], cfg.batch_size_of(t),
+                             cfg.seed + names.index(t), skip_counters[t])
 
   # ---- Accounting, checkpoints, summaries (chief) ---------------------------
   costs = {t: cfg.step_cost_of(t) for t in names}
@@ -239,17 +319,7 @@ def train(trunk_config: config_lib.TrunkConfig,
   stop, errors = threading.Event(), []
   drivers = {}
   for t in names:
-    try:
-      per_worker = coordinator.create_per_worker_dataset(dataset_fn(t))
-    except ValueError as e:
-      if "Creating variables" not in str(e):
-        raise
-      raise ValueError(
-          f"Task {t!r}'s input pipeline creates variables (e.g. skipped-input "
-          f"counters), which ClusterCoordinator refuses in a per-worker "
-          f"dataset function, so --strategy=parameter_server cannot run it "
-          f"yet; use --strategy=mirrored or multi_worker.") from None
-    iterator = iter(per_worker)
+    iterator = iter(coordinator.create_per_worker_dataset(dataset_fn(t)))
     drivers[t] = _TaskDriver(t, groups[t], costs[t], budget, coordinator,
                              make_fns(t), iterator, stop, errors)
   start_steps = {t: int(v.numpy()) for t, v in state.task_steps.items()}
@@ -270,15 +340,38 @@ def train(trunk_config: config_lib.TrunkConfig,
       cfg.checkpoint_every_cost, start_step=step, start_cost=cost)
   saved = [latest]
 
+  def skipped_counts():
+    return {t: c.as_dict() for t, c in skip_counters.items() if c is not None}
+
   def save(reason):
     step, cost, steps = account()
+    # Nothing non-finite is saved (module docstring: checked before and
+    # after, since workers keep updating while the chief saves).
+    if not bool(step_lib.all_finite(saved_values)):
+      raise loop.NonFiniteLossError(
+          f"The model holds non-finite values at global step {step}; not "
+          f"saving. {loop.finite_checkpoint_advice_of(cfg.model_dir, step)}")
+    if len(saved) == 1:  # first save of this process: room for it?
+      checkpointing.check_free_disk(
+          cfg.model_dir, checkpointing.variables_bytes(saved_values),
+          cfg.keep_checkpoints)
     for t in names:
       state.task_steps[t].assign(steps[t])
     state.cost.assign(cost)
     state.global_step.assign(step)
-    saved[0] = manager.save(checkpoint_number=step)
+    path = manager.save(checkpoint_number=step)
+    if not bool(step_lib.all_finite(saved_values)):
+      raise loop.NonFiniteLossError(
+          f"The model became non-finite while {path} was written. "
+          f"{loop.finite_checkpoint_advice_of(cfg.model_dir, step)}")
+    saved[0] = path
+    saved.append(path)
     policy.saved(step, cost)
     log(f"Saved {saved[0]} ({reason}) at {state.as_dict()}")
+    if skipping.write_report(os.path.join(cfg.model_dir, skipping.REPORT),
+                             skip_counters):
+      log(f"Skipped inputs (distinct, by reason): {skipped_counts()}; listed "
+          f"in {skipping.REPORT}")
 
   window = [step, task_steps(), time.monotonic()]
 
@@ -314,14 +407,19 @@ def train(trunk_config: config_lib.TrunkConfig,
       for t in names:
         with drivers[t].lock:
           recent = drivers[t].updates[-1:]
-        if recent and not np.isfinite(recent[0][2]["total_loss"]):
+        verdict = int(recent[0][2]["nonfinite"]) if recent else 0
+        if verdict != step_lib.FINITE:
           stop.set()
+          # As in loop.train: a bad loss or gradient comes from the current
+          # state, which a checkpoint of this global step may hold.
+          first_bad = step + (verdict == step_lib.BAD_VALUES)
           raise loop.NonFiniteLossError(
-              f"Task {t!r} has a non-finite loss at its step {steps[t]}; "
-              f"the update was not applied and the last good checkpoint "
-              f"({manager.latest_checkpoint}) is kept. Lower the learning "
-              f"rate of {t} (--task_learning_rate={t}:...) or check its "
-              f"inputs.")
+              f"Task {t!r} had {step_lib.NONFINITE_WHAT[verdict]} at its "
+              f"step {steps[t]} (global step {step}, loss "
+              f"{recent[0][2]['loss']}); the run stopped. "
+              f"{loop.finite_checkpoint_advice_of(cfg.model_dir, first_bad)} "
+              f"Lower the learning rate of {t} (--learning_rate, "
+              f"--task_learning_rate={t}:...) or check its inputs.")
       if step - window[0] >= cfg.log_every_steps:
         report(step, cost, steps)
       reason = policy.should_save(step, cost)
@@ -346,6 +444,6 @@ def train(trunk_config: config_lib.TrunkConfig,
       network=network, state=state.as_dict(), checkpoint=saved[0],
       last_logs={t: drivers[t].updates[-1][2] for t in names
                  if drivers[t].updates},
-      skipped={}, loss_history=history)
+      skipped=skipped_counts(), loss_history=history)
   result.updates = {t: list(drivers[t].updates) for t in names}
   return result

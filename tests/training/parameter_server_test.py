@@ -202,3 +202,78 @@ def test_group_of_two_workers_applies_their_average(tmp_path):
               for v, e in zip(variables, expected))
   assert moved > 10
   assert error < 2e-5, error
+
+
+# The README's launcher command on the built-in tasks, with a tiny trunk and
+# heads (as tests/training/multi_worker_test.py).
+TINY_RP_COL = ["--tasks=rp,col", "--depth=14", "--base_width=8",
+               "--batch_size=2", "--image_summary_every_steps=0",
+               "--rp.patch_units=((32,8,2),(16,8,2))", "--rp.fc_width=32",
+               "--rp.fc_bottleneck=8", "--col.head_width=16",
+               "--col.image_size=64"]
+
+
+def _launch_main(flags):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "tools.launch_cluster", "--workers=rp:1,col:1",
+       "--ps=1", "--module=mtssl_tf.main", "--"] + flags, cwd=ROOT, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      start_new_session=True)
+  try:
+    output = proc.communicate(timeout=600)[0]
+  finally:
+    _stop(proc)
+  return proc.returncode, output
+
+
+@pytest.mark.slow
+def test_builtin_tasks_train_through_the_launcher(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+
+  # A bad flag (a missing image folder) fails before anything is written.
+  code, output = _launch_main(TINY_RP_COL + [
+      "--image_source=folder", f"--image_path={tmp_path}/missing",
+      f"--model_dir={tmp_path}/bad"])
+  assert code == 2, output[-3000:]
+  assert "does not exist" in output
+  assert not os.path.exists(tmp_path / "bad")
+
+  # rp and col on a folder with a corrupt image and a non-image file: each
+  # task's worker pipeline counts its skips into the chief's counter.
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    pixels = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    tf.io.write_file(str(images / f"good{i}.png"), tf.io.encode_png(pixels))
+  (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+  (images / "notes.txt").write_text("not an image")
+  model_dir = tmp_path / "run"
+  code, output = _launch_main(TINY_RP_COL + [
+      "--image_source=folder", f"--image_path={images}", "--max_steps=4",
+      "--checkpoint_every_steps=2", "--log_every_steps=1",
+      f"--model_dir={model_dir}"])
+  assert code == 0, output[-4000:]
+  done, = [l for l in output.splitlines() if l.startswith("Done: ")]
+  state = eval(done[len("Done: "):done.index("}") + 1])  # pylint: disable=eval-used
+  # Budget: 4 synchronous cycles' compute = 8 updates, split by speed.
+  assert state["global_step"] == 4 and state["cost"] == 8.0, state
+  assert state["steps_rp"] >= 1 and state["steps_col"] >= 1, state
+  latest = tf.train.latest_checkpoint(str(model_dir))
+  assert latest.endswith("ckpt-4"), latest
+  assert not checkpointing.nonfinite_tensors(latest)
+  reader = tf.train.load_checkpoint(latest)
+  for t in ("rp", "col"):  # each task's RMSProp applied its own updates
+    iterations = [n for n in reader.get_variable_to_shape_map()
+                  if n.startswith(f"optimizers/{t}/iter")]
+    assert iterations, sorted(reader.get_variable_to_shape_map())[:20]
+    assert reader.get_tensor(iterations[0]) == state[f"steps_{t}"]
+  # The chief held the model dir's lock (released: the file stays).
+  assert (model_dir / ".lock").read_text().startswith("pid ")
+  report = json.loads((model_dir / "skipped_inputs.json").read_text())
+  for t in ("rp", "col"):
+    assert report[t]["files"]["unsupported_format"] == 1, report[t]
+    assert report[t]["files"]["undecodable"] == 1, report[t]
+    assert report[t]["events"]["undecodable"] >= 1, report[t]

@@ -42,14 +42,16 @@ class SlowTask(toy_task.Task):
     self.sleep_ms = sleep_ms
     self.random_start = random_start
 
-  def make_dataset(self, data, batch_size, seed=None):
+  def make_dataset(self, data, batch_size, seed=None, skipped=None):
     if self.random_start:
-      # Unseeded: drawn anew by each worker's copy of the pipeline.
-      start = tf.random.uniform([], 0, 10**6, tf.int64)
+      # From the seed, which differs between workers' pipelines.
+      start = tf.random.stateless_uniform(
+          [], tf.stack([tf.cast(seed, tf.int64), tf.constant(7, tf.int64)]),
+          0, 10**6, tf.int64)
       dataset = (tf.data.Dataset.range(start, start + 10**9).map(example)
                  .batch(batch_size, drop_remainder=True))
     else:
-      dataset, _ = super().make_dataset(data, batch_size, seed)
+      dataset, _ = super().make_dataset(data, batch_size, seed, skipped)
     if self.sleep_ms:
       dataset = dataset.apply(tf_data_testing.sleep(
           int(self.sleep_ms * 1000)))

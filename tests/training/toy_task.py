@@ -38,12 +38,12 @@ class Task:
   def input_shape(self):
     return (self.config.size, self.config.size, 3)
 
-  def make_dataset(self, data, batch_size, seed=None):
-    del data
+  def make_dataset(self, data, batch_size, seed=None, skipped=None):
+    del data, skipped  # generated data: nothing to skip
     size = self.config.size
 
     def example(i):
-      rng_seed = tf.stack([tf.cast(seed or 0, tf.int64), i])
+      rng_seed = tf.stack([tf.cast(0 if seed is None else seed, tf.int64), i])
       sign = tf.where(i % 2 == 0, 1.0, -1.0)
       image = 0.5 * sign + tf.random.stateless_normal(
           [size, size, 3], rng_seed, stddev=0.3)
