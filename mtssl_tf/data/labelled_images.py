@@ -129,17 +129,20 @@ class LabelledImages:
   Attributes:
     class_names: the classes, index = label.
     num_examples: candidate examples in the split (before skipping).
-    skipped: a ``sources.SkipCounter`` of the inputs dropped so far.
+    skipped: a ``sources.SkipCounter`` of the inputs dropped so far: the
+      ``skipped`` argument (an earlier reader's counter, to count into) or a
+      new one.
   """
 
-  def __init__(self, config: LabelledDataConfig, split: str):
+  def __init__(self, config: LabelledDataConfig, split: str,
+               skipped: Optional[sources.SkipCounter] = None):
     if config.source not in SOURCES:
       raise ValueError(f"Unknown labelled data source {config.source!r}; use "
                        f"one of {list(SOURCES)}.")
     if split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
     self.config, self.split = config, split
-    self.skipped = sources.SkipCounter(sources.IMAGE_SKIP_REASONS)
+    self.skipped = skipped or sources.SkipCounter(sources.IMAGE_SKIP_REASONS)
     self._files: List[str] = []
     self._labels: List[int] = []
     getattr(self, f"_init_{config.source}")()

@@ -188,11 +188,14 @@ class Task:
   # ---- data -----------------------------------------------------------------
 
   def make_dataset(self, data: config_lib.DataConfig, batch_size: int,
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, skipped=None):
     """``(images [B, S, S, 3], {"label": int32 [B]})`` batches and the
     reader's skip counter. Raises ValueError when the data has more classes
     than ``num_classes``."""
-    reader = labelled_images.LabelledImages(labelled_config(data), "train")
+    with tf.init_scope():  # the reader lists (and crops) eagerly, also when
+      # make_dataset is traced (a parameter-server worker's dataset function)
+      reader = labelled_images.LabelledImages(labelled_config(data), "train",
+                                              skipped=skipped)
     classes = len(reader.class_names)
     if classes > self.config.num_classes:
       raise ValueError(

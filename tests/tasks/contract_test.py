@@ -114,3 +114,32 @@ def test_loss_metrics_and_summary_images(built):
   for image in images.values():
     assert image.dtype == tf.uint8 and image.shape.rank == 4
     assert image.shape[-1] == 3
+
+
+def _refuse_variables(next_creator, **kwargs):
+  del next_creator, kwargs
+  raise ValueError("make_dataset(..., skipped=) created a variable")
+
+
+def test_a_second_pipeline_counts_into_the_first_ones_counter(built):
+  """``make_dataset(..., skipped=counter)`` (parameter-server workers): it
+  builds inside a trace that refuses variables, as ClusterCoordinator traces
+  a per-worker dataset function, from a tensor seed, and returns the counter
+  it was given."""
+  task, skipped = built["task"], built["skipped"]
+
+  def make():
+    tf.random.set_seed(1)  # the graph's (see parameter_server.py)
+    return task.make_dataset(config.DataConfig(), BATCH,
+                             seed=tf.constant(5, tf.int64) + 1,
+                             skipped=skipped)[0]
+  with tf.variable_creator_scope(_refuse_variables):
+    traced = tf.function(make).get_concrete_function()
+  images, labels = next(iter(traced()))
+  assert images.shape == built["images"].shape
+  assert tf.nest.map_structure(lambda x: x.shape, labels) == \
+      tf.nest.map_structure(lambda x: x.shape, built["labels"])
+  if skipped is not None:
+    _, again = task.make_dataset(config.DataConfig(), BATCH, seed=1,
+                                 skipped=skipped)
+    assert again is skipped
