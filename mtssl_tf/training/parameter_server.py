@@ -241,7 +241,13 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
           lasso_init=cfg.lasso_init)
     opts = {t: optimizers_lib.SlimRMSProp(
         cfg.learning_rate_of(t), cfg.rmsprop_decay, cfg.rmsprop_momentum,
-        cfg.rmsprop_epsilon, name=f"rmsprop_{t}") for t in names}
+        cfg.rmsprop_epsilon, name=f"rmsprop_{t}",
+        # A task's schedule (tasks/base.py) counts its own updates, each
+        # averaging its group's k batches (set up by the chief's
+        # make_dataset above).
+        **optimizers_lib.task_schedule(
+            tasks[t], cfg.batch_size_of(t) * groups[t]))
+            for t in names}
     for t in names:
       opts[t].build(network.task_variables(t))
     state = checkpointing.RunState(names)
