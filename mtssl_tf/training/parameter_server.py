@@ -110,7 +110,8 @@ class _TaskDriver(threading.Thread):
 
   ``updates`` records every applied update: ``(start, end, logs, parts)``
   with chief wall-clock times (seconds), the group-averaged logs and, for
-  groups of k > 1, each closure's own logs.
+  groups of k > 1, each closure's own logs; ``failed``, the update on which
+  the NaN guard stopped the task (``TaskStep.apply``'s verdict), or None.
   """
 
   def __init__(self, task, group_size, cost, budget, coordinator, fns,
@@ -121,6 +122,7 @@ class _TaskDriver(threading.Thread):
     self.run_one, self.accumulate, self.apply_accumulated = fns
     self.stop, self.errors = stop, errors
     self.updates: List[tuple] = []
+    self.failed = None  # the update whose NaN guard verdict was not FINITE
     self.lock = threading.Lock()
 
   def _update(self):
@@ -144,10 +146,12 @@ class _TaskDriver(threading.Thread):
         start = time.time()
         logs, parts = self._update()
         logs = {key: float(v) for key, v in logs.items()}
+        if logs["nonfinite"] != step_lib.FINITE:
+          # Not booked as a step; the chief reports it and stops the run.
+          self.failed = (start, time.time(), logs, parts)
+          break
         with self.lock:
           self.updates.append((start, time.time(), logs, parts))
-        if logs["nonfinite"] != step_lib.FINITE:
-          break  # the chief reports it and stops the run
     except Exception as e:  # pylint: disable=broad-except
       self.errors.append(e)
       self.stop.set()
@@ -171,6 +175,9 @@ def worker_dataset_fn(task, data: config_lib.DataConfig, batch_size: int,
   Returns:
     () -> ``tf.data.Dataset`` of ``(images, labels)`` batches.
   """
+  # Not converted by AutoGraph: make_dataset is Python that builds a
+  # pipeline, as when the synchronous loop calls it eagerly.
+  @tf.autograph.experimental.do_not_convert
   def make():
     # TF compares (graph seed, op seed) with (0, 0) in Python when an op
     # gets a seed, which fails for a tensor op seed if the graph seed is 0
@@ -411,18 +418,17 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
       time.sleep(0.05)
       step, cost, steps = account()
       for t in names:
-        with drivers[t].lock:
-          recent = drivers[t].updates[-1:]
-        verdict = int(recent[0][2]["nonfinite"]) if recent else 0
+        failed = drivers[t].failed
+        verdict = int(failed[2]["nonfinite"]) if failed else step_lib.FINITE
         if verdict != step_lib.FINITE:
           stop.set()
           # As in loop.train: a bad loss or gradient comes from the current
           # state, which a checkpoint of this global step may hold.
           first_bad = step + (verdict == step_lib.BAD_VALUES)
           raise loop.NonFiniteLossError(
-              f"Task {t!r} had {step_lib.NONFINITE_WHAT[verdict]} at its "
-              f"step {steps[t]} (global step {step}, loss "
-              f"{recent[0][2]['loss']}); the run stopped. "
+              f"Task {t!r} had {step_lib.NONFINITE_WHAT[verdict]} in its "
+              f"update {steps[t] + 1} (global step {step}, loss "
+              f"{failed[2]['loss']}); the run stopped. "
               f"{loop.finite_checkpoint_advice_of(cfg.model_dir, first_bad)} "
               f"Lower the learning rate of {t} (--learning_rate, "
               f"--task_learning_rate={t}:...) or check its inputs.")

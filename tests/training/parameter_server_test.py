@@ -161,13 +161,19 @@ def test_group_of_two_workers_applies_their_average(tmp_path):
 
   # Run 1 writes the initial weights (ckpt-0); run 2, in the same chief,
   # resumes and makes one update of task a from a round of two closures.
-  spec = {"model_dir": str(tmp_path / "run"), "max_steps": [0, 1],
+  # In run 3 the loss is NaN (after its 2 evaluations in run 2): the NaN
+  # guard stops the run and sets ckpt-1 aside (the state whose loss was NaN).
+  spec = {"model_dir": str(tmp_path / "run"), "max_steps": [0, 1, 2],
           "random_start": True, "learning_rate": 0.05, "batch_size": 2,
-          "workers": {"a": 2}}
+          "workers": {"a": 2}, "nan_after": {"a": 2}}
   output = _finish(_launch(spec, "2"))
   runs = [json.loads(l[len("RESULT "):]) for l in output.splitlines()
           if l.startswith("RESULT ")]
   assert [r["state"]["steps_a"] for r in runs] == [0, 1], output[-3000:]
+  stopped, = [l for l in output.splitlines() if l.startswith("NONFINITE ")]
+  assert "Task 'a' had a non-finite loss in its update 2" in stopped, stopped
+  assert "Nothing non-finite was saved" in stopped, stopped
+  assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-0")
   (_, _, loss, parts), = runs[1]["updates"]["a"]
   starts = [int(p["first_index"]) for p in parts]
   assert len(starts) == 2 and starts[0] != starts[1]  # different batches

@@ -5,10 +5,13 @@ Argument: a JSON object with ``model_dir``, ``max_steps`` (an int, or a list:
 one training run after the other in this process), ``workers`` (task ->
 concurrent closures), optional ``sleep_ms`` (task -> milliseconds each of its
 batches waits in its worker's input pipeline: an artificially slow task that
-costs no CPU), ``random_start`` (each worker's pipeline starts at a random
-example index, reported per closure as the ``first_index`` metric) and a few
-TrainConfig fields. Prints a ``RESULT`` line per run: the run state, the
-checkpoint and every update's (start, end, loss, per-closure logs).
+costs no CPU), ``random_start`` (each worker's pipeline starts at an example
+index drawn from its seed, reported per closure as the ``first_index``
+metric), ``nan_after`` (task -> its loss is NaN after that many evaluations,
+counted over all runs) and a few TrainConfig fields. Prints a ``RESULT`` line
+per run: the run state, the checkpoint and every update's (start, end, loss,
+per-closure logs); a run stopped by the NaN guard prints ``NONFINITE`` and
+its message instead.
 """
 
 import json
@@ -20,6 +23,7 @@ import tensorflow as tf
 from tensorflow.python.data.experimental.ops import testing as tf_data_testing
 
 from mtssl_tf import config
+from mtssl_tf.training import loop
 from mtssl_tf.training import parameter_server
 from mtssl_tf.training import replicas
 from tests.training import toy_task
@@ -68,7 +72,9 @@ def main():
   spec = json.loads(sys.argv[1])
   strategy = replicas.make_strategy("parameter_server")
   tasks = {t: SlowTask(spec.get("sleep_ms", {}).get(t, 0),
-                       spec.get("random_start", False), name=t)
+                       spec.get("random_start", False), name=t,
+                       config=toy_task.Config(
+                           nan_after=spec.get("nan_after", {}).get(t, -1)))
            for t in spec["workers"]}
   runs = spec["max_steps"]
   for max_steps in (runs if isinstance(runs, list) else [runs]):
@@ -80,10 +86,14 @@ def main():
         checkpoint_every_steps=spec.get("checkpoint_every_steps", 0),
         log_every_steps=spec.get("log_every_steps", 5),
         replicas_per_task=spec["workers"])
-    result = parameter_server.train(
-        config.TrunkConfig(depth=14, base_width=8), tasks,
-        {t: None for t in tasks}, cfg, strategy=strategy,
-        log=lambda s: print(s, flush=True))
+    try:
+      result = parameter_server.train(
+          config.TrunkConfig(depth=14, base_width=8), tasks,
+          {t: None for t in tasks}, cfg, strategy=strategy,
+          log=lambda s: print(s, flush=True))
+    except loop.NonFiniteLossError as e:
+      print(f"NONFINITE {e}", flush=True)
+      continue
     print("RESULT " + json.dumps({
         "state": result.state,
         "updates": {t: [(s, e, logs["loss"], parts)
