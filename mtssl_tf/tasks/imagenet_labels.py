@@ -49,9 +49,8 @@ steps are ``int(lr_decay_epochs * examples_per_epoch / global_batch)``
 (TF-Slim's ``_configure_learning_rate``), the global batch being the batch
 summed over the task's replicas (TF-Slim divides by its synchronous
 replicas likewise), counted in the task's own updates. Under
-``--strategy=parameter_server`` the schedule is not applied yet
-(``training/parameter_server.py`` builds its optimizers without
-``optimizers.task_schedule``).
+``--strategy=parameter_server`` the global batch is the batch times the
+task's group of workers (one update averages the group's batches).
 """
 
 import dataclasses
