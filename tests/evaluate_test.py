@@ -18,6 +18,7 @@ def _evaluate(*args):
       capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_linear_probe_on_a_training_dir_writes_results(tmp_path):
   eval_fixtures.write_model_dir(str(tmp_path / "run"),
                                 task_steps={"rp": 3})

@@ -99,6 +99,7 @@ def test_export_round_trip_with_lasso(tmp_path):
   assert tf.saved_model.contains_saved_model(second)
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_and_uses_the_umask(tmp_path):
   trunk_cfg = config.TrunkConfig(depth=14, base_width=8)
   cfg = config.TrainConfig(model_dir=str(tmp_path / "run"), max_steps=0,

@@ -149,6 +149,7 @@ def test_export_dir_is_checked_at_start_up(tmp_path):
   assert not os.path.exists(f"{tmp_path}/new")  # nothing written
 
 
+@pytest.mark.slow
 def test_command_line_errors_exit_nonzero_with_the_message(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   blocker = tmp_path / "file"

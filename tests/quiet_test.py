@@ -45,12 +45,16 @@ def test_every_entry_point_configures_quiet_before_anything_else():
     assert ast.unparse(body[2]) == "quiet.configure_if_main(__name__)", module
 
 
-@pytest.mark.parametrize("module", ENTRY_POINTS)
+# One program in the quick tier; each costs a process start (~10 s).
+@pytest.mark.parametrize("module", [
+    pytest.param(m, marks=() if m == "mtssl_tf.main" else pytest.mark.slow)
+    for m in ENTRY_POINTS])
 def test_entry_points_accept_tf_logging(module):
   run = _run(module, "--tf_logging", "--helpshort")
   assert "Unknown command line flag" not in run.stderr + run.stdout, module
 
 
+@pytest.mark.slow
 def test_console_has_only_the_projects_lines_unless_tf_logging():
   args = ["mtssl_tf.main", "--tasks=rp", "--depth=14", "--learning_rate=-1"]
   run = _run(*args)  # fails at start-up, after TensorFlow was loaded

@@ -128,6 +128,7 @@ def test_mat_source_trains_resumes_and_measures(tmp_path):
         ctx, dataclasses.replace(cfg4, decoder_filters=(16, 8, 4)))
 
 
+@pytest.mark.slow
 def test_entry_point_runs_the_builtin_flagfile(tmp_path):
   """python -m mtssl_tf.evaluate with flags/eval_builtin_depth.cfg, shrunk."""
   root = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -70,6 +70,7 @@ def _check_equivalence(depth, sizes, tmp_path, include_block4):
   return slim_params
 
 
+@pytest.mark.slow
 def test_tiny_depth_equivalence_with_block4(tmp_path):
   _check_equivalence(14, [(64, 64), (75, 93)], tmp_path, include_block4=True)
 

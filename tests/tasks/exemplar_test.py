@@ -156,6 +156,7 @@ def test_head_shapes_and_summaries():
   assert triplets.shape == (3, 96, 288, 3) and triplets.dtype == tf.uint8
 
 
+@pytest.mark.slow
 def test_short_training_run_reduces_the_loss():
   task = ex.Task(TINY)
   images, labels = next(iter(task.make_dataset(config.DataConfig(), 6,

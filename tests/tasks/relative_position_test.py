@@ -171,6 +171,7 @@ def test_paper_head_sizes():
   assert "rp_head/fc_2/shortcut" not in names
 
 
+@pytest.mark.slow
 def test_short_training_run_reduces_the_loss():
   task = rp.Task(TINY)
   images, labels = next(iter(task.make_dataset(config.DataConfig(), 8,

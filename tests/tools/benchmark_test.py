@@ -72,6 +72,7 @@ def test_breakdown_and_levers_sections_run(tmp_path):
   assert set(levers["step_seconds"]) == {"before", "1x1 fc units", "after"}
 
 
+@pytest.mark.slow
 def test_bad_flags_are_rejected_before_any_work():
   result = _run("--sections=tasks,speed", timeout=120)
   assert result.returncode != 0

@@ -29,6 +29,7 @@ def _bin_index(ab):
   return {tuple(c): i for i, c in enumerate(ab_bins.bin_centres())}[ab]
 
 
+@pytest.mark.slow
 def test_prior_of_a_folder(tmp_path):
   images = tmp_path / "images"
   images.mkdir()
@@ -56,6 +57,7 @@ def test_prior_of_a_folder(tmp_path):
       np.exp(-2.0), rel=0.15)
 
 
+@pytest.mark.slow
 def test_gray_only_source_is_an_error(tmp_path):
   Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(tmp_path / "g.png")
   run = _run_tool(source="folder", path=tmp_path, num_images=2,
@@ -64,6 +66,7 @@ def test_gray_only_source_is_an_error(tmp_path):
   assert not (tmp_path / "prior.npy").exists()
 
 
+@pytest.mark.slow
 def test_shipped_default_is_the_prior_of_the_builtin_photos(tmp_path):
   output = tmp_path / "prior.npy"
   run = _run_tool(source="builtin", num_images=9, output=output)

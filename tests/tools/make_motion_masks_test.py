@@ -100,6 +100,7 @@ def test_videos_to_records_the_ms_task_reads(tmp_path):
   assert shards == {n: os.stat(out / n).st_mtime_ns for n in shards}
 
 
+@pytest.mark.slow
 def test_huge_resolution_is_skipped_and_listed(tmp_path):
   video = synthetic_video.generate_video(num_frames=2, height=48, width=64)
   synthetic_video.write_video(str(tmp_path / "big.avi"), video.frames)
@@ -109,6 +110,7 @@ def test_huge_resolution_is_skipped_and_listed(tmp_path):
   assert "skipped big.avi: huge_resolution (64x48 frames exceed" in run.stdout
 
 
+@pytest.mark.slow
 def test_start_up_errors(tmp_path):
   (tmp_path / "file").write_text("")
   run = _run_tool(videos=tmp_path, output_dir=tmp_path / "file" / "out")

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -17,6 +18,7 @@ def _run(*args):
                         timeout=600)
 
 
+@pytest.mark.slow
 def test_tool(tmp_path):
   images = tmp_path / "images"
   images.mkdir()

@@ -24,6 +24,7 @@ def _run(*args):
       env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_tool_writes_model_garden_records(tmp_path):
   devkit = synthetic_voc.make_devkit(str(tmp_path / "devkit"), 9, 3, seed=5)
   os.remove(os.path.join(devkit, "VOC2007", "JPEGImages", "000002.jpg"))

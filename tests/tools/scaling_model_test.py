@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
+@pytest.mark.slow
 def test_lockstep_runs_at_the_slowest_task_and_async_does_not():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   # A depth-14 width-8 trunk and no head: G is small, so at 1000 Gbit/s

@@ -60,6 +60,7 @@ def test_two_tasks_learn_with_their_own_optimizer_slots(tmp_path):
   assert {"a/loss", "a/accuracy", "b/trunk_images_per_sec", "cost"} <= set(tags)
 
 
+@pytest.mark.slow
 def test_a_head_is_only_updated_by_its_task(tmp_path):
   """b trains at learning rate 0: a's updates move the shared trunk but
   never b's head."""
@@ -132,6 +133,7 @@ def _all_checkpoints_finite(model_dir):
     assert checkpointing.nonfinite_tensors(prefix) == [], prefix
 
 
+@pytest.mark.slow
 def test_nan_guard_checks_the_updated_values_not_just_the_loss(tmp_path):
   """At learning rate 3e38 the loss and gradients are finite but the update
   makes weights Inf: the run stops at that very step, before any save, and
@@ -151,6 +153,7 @@ def test_nan_guard_checks_the_updated_values_not_just_the_loss(tmp_path):
   _all_checkpoints_finite(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_whose_next_loss_is_nan_is_set_aside(tmp_path):
   """At 1e38 step 3's update leaves huge but finite weights (saved as ckpt-3)
   and step 4's loss is NaN: ckpt-3 cannot be resumed from, so it is set aside
@@ -204,6 +207,7 @@ def test_resume_passes_over_a_nonfinite_checkpoint(tmp_path):
   assert checkpointing.nonfinite_tensors(result.checkpoint) == []
 
 
+@pytest.mark.slow
 def test_lasso_heatmap_and_images_in_tensorboard(tmp_path):
   result, _ = _train(tmp_path, _tasks("a", "b"), max_steps=4, lasso=True,
                      lasso_l1=0.01, log_every_steps=2,
@@ -263,6 +267,7 @@ def test_first_eta_excludes_tracing(tmp_path):
   assert hours * 3600 + minutes * 60 + seconds < 4, first
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
   """The input pipelines' positions are checkpointed: a run stopped at step
   3 and resumed sees the same batches as an uninterrupted run."""

@@ -12,6 +12,7 @@ against ``decay * ms + (1 - decay) * g**2``, by ~10x per update.)
 """
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mtssl_tf import config
@@ -32,6 +33,7 @@ def _centre(value, shape):
   return value
 
 
+@pytest.mark.slow
 def test_three_updates_match_the_replaced_implementation():
   trunk = task_fixtures.TINY_TRUNK
   old_task = legacy.Conv3x3RelativePosition(TINY)

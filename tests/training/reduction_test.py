@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 SCRIPT = r'''
@@ -65,6 +67,7 @@ print("RESULT " + json.dumps({
 '''
 
 
+@pytest.mark.slow
 def test_each_task_is_reduced_over_its_own_group_only():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
   run = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,

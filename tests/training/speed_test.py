@@ -147,6 +147,7 @@ def _main(*args):
                         timeout=900)
 
 
+@pytest.mark.slow
 def test_speed_flags_are_documented():
   result = _main("--helpfull")
   for flag in ("jit_compile", "mixed_precision", "intra_op_threads",
