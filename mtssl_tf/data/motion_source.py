@@ -22,7 +22,8 @@ first records, with a pointer to ``tools/make_motion_masks.py``). Bad records
 are dropped and counted in ``MotionSource.skipped`` (reasons
 ``SKIP_REASONS``): "bad_record" (not an Example, or missing/empty frame or
 mask bytes), "undecodable" (a PNG that does not decode), "wrong_size" (frame
-not 240x320, or mask not the frame's size), "bad_shard" (a truncated or
+not 240x320, or mask not the frame's size; read from the PNG header before
+decoding), "bad_shard" (a truncated or
 corrupt shard: its readable records are used; ``skipping.read_tfrecords``).
 Counts are of distinct records/shards; ``skipped.items()`` lists them.
 """
@@ -123,11 +124,23 @@ def _check_motion_records(files, source):
 
 
 def _decode_pair(frame_png, mask_png):
-  frame = decode.decode_rgb(frame_png)
-  mask = tf.io.decode_image(mask_png, channels=1, dtype=tf.uint8,
-                            expand_animations=False)
-  mask.set_shape([None, None, 1])
-  return frame, mask
+  """Decoded frame and mask, or empty ones ("wrong_size") when a header
+  says that either is not 240x320: a huge image in a damaged or foreign
+  record is never decoded (``decode.header_shape``)."""
+  def fits(png):  # the right size, or a header that does not say
+    shape = decode.header_shape(png)
+    return (tf.reduce_all(tf.equal(shape, FRAME_SHAPE)) |
+            tf.reduce_all(tf.equal(shape, -1)))
+  sized = fits(frame_png) & fits(mask_png)
+
+  def decoded():
+    frame = decode.decode_rgb(frame_png)
+    mask = tf.io.decode_image(mask_png, channels=1, dtype=tf.uint8,
+                              expand_animations=False)
+    mask.set_shape([None, None, 1])
+    return frame, mask
+  return tf.cond(sized, decoded, lambda: (tf.zeros([0, 0, 3], tf.uint8),
+                                          tf.zeros([0, 0, 1], tf.uint8)))
 
 
 def _right_size(frame, mask):

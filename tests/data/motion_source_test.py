@@ -100,3 +100,31 @@ def test_unusable_sources_fail_at_construction(tmp_path):
     source(source="tfrecord", path=str(tmp_path / "none-*.tfrecord"))
   with pytest.raises(ValueError, match="read sources"):
     source(source="tfds", tfds_name="x")
+
+
+def _png_header(width, height):
+  """A PNG signature and IHDR of ``width`` x ``height``, then garbage."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+  chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk
+          + struct.pack(">I", zlib.crc32(chunk)) + b"garbage, never decoded")
+
+
+def test_oversized_frames_are_refused_from_the_header(tmp_path):
+  """A record whose frame PNG says 1000x2 (or 20000x20000) is skipped as
+  wrong_size before decoding: its garbage body is never read (it counted
+  as undecodable, after an attempt to decode it, before)."""
+  frames = np.full((1, H, W, 3), 7, np.uint8)
+  masks = np.zeros((1, H, W, 1), np.uint8)
+  good_mask = task_fixtures.png(masks[0, ..., 0])
+  extra = [tfrecord_format.motion_example(_png_header(1000, 2), good_mask),
+           tfrecord_format.motion_example(_png_header(20000, 20000),
+                                          good_mask)]
+  task_fixtures.motion_records(tmp_path / "m.tfrecord", frames, masks, extra)
+  source = motion_source.MotionSource(
+      config_lib.DataConfig(source="tfrecord",
+                            path=str(tmp_path / "m.tfrecord")))
+  assert len(list(source.dataset(seed=0, repeat=False))) == 1
+  assert source.skipped.as_dict() == {"bad_record": 0, "undecodable": 0,
+                                      "wrong_size": 2, "bad_shard": 0}
