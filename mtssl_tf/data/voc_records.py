@@ -30,6 +30,7 @@ import json
 import os
 from typing import Dict, Iterator, List, Tuple
 
+from mtssl_tf.data import decode
 from mtssl_tf.data import voc
 
 
@@ -108,7 +109,10 @@ def parse_voc_example(serialized) -> Dict[str, "tf.Tensor"]:
   parsed = tf.io.parse_single_example(serialized, spec)
   dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
            for k, v in parsed.items()}
-  image = tf.io.decode_jpeg(dense["image/encoded"], channels=3)
+  # Records hold only images within data/decode.py's bounds (checked when
+  # written); the bounded decode keeps that true for records from elsewhere:
+  # an image over the bounds comes back empty [0, 0, 3].
+  image, _, _ = decode.decode_rgb_bounded(dense["image/encoded"])
   return {
       "source_id": dense["image/source_id"],
       "image": image,
@@ -167,6 +171,7 @@ def _from_tfds(cfg):
                      f"tfds.builder('voc/2007').download_and_prepare() or pass "
                      f"--voc_dir=<VOCdevkit>.") from None
   names = builder.info.features["objects"]["label"].names
+  problems = []  # filled while the items are read (before the manifest)
 
   def items():
     from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -174,6 +179,10 @@ def _from_tfds(cfg):
     for ex in tfds.as_numpy(ds):
       encoded = ex["image"]
       w, h = Image.open(io.BytesIO(encoded)).size
+      problem = decode.size_problem(h, w)
+      if problem:
+        problems.append(voc.Problem(ex["image/filename"].decode(), problem))
+        continue
       objs = ex["objects"]
       objects = tuple(
           voc.VocObject(names[label], (round(b[1] * w), round(b[0] * h),
@@ -183,7 +192,7 @@ def _from_tfds(cfg):
                                     objs["is_difficult"], objs["is_truncated"]))
       image_id = os.path.splitext(ex["image/filename"].decode())[0]
       yield encoded, voc.VocImage(image_id, "", w, h, objects)
-  return items(), [], builder.info.splits[_TFDS_SPLITS[cfg.split]].num_examples
+  return items(), problems, builder.info.splits[_TFDS_SPLITS[cfg.split]].num_examples
 
 
 def make_records(cfg: VocRecordsConfig) -> dict:

@@ -25,6 +25,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from official.vision.dataloaders import maskrcnn_input
+from official.vision.dataloaders import tf_example_decoder
+from official.vision.ops import anchor
 
 from mtssl_tf.evaluation import voc_detection_metrics
 from mtssl_tf.models import faster_rcnn_c4
@@ -47,6 +50,9 @@ class TrainSettings:
     freeze_batch_norm: run batch norm in inference mode with fixed
       scale/offset (the standard for fine-tuning detectors at 1-2 images per
       step); False trains it.
+    freeze_trunk: train only the RPN and box head, the backbone (trunk and
+      lasso row) fixed in inference mode (the issue's frozen-random-trunk
+      baseline; the paper fine-tunes all weights).
     checkpoint_every: steps between checkpoints.
     seed: shuffling seed.
   """
@@ -60,26 +66,67 @@ class TrainSettings:
   scale_max: float = 1.44
   hflip: bool = True
   freeze_batch_norm: bool = True
+  freeze_trunk: bool = False
   checkpoint_every: int = 1000
   seed: int = 0
 
 
+class C4Parser(maskrcnn_input.Parser):
+  """Model Garden's Mask R-CNN parser with the C4 anchors (boxes only).
+
+  Model Garden's parser builds its multilevel octave anchors inline; it is
+  run with a trivial single-level grid (one anchor per stride-16 position,
+  which also pads images to a multiple of 16) and its anchors and RPN targets
+  are then replaced by ``faster_rcnn_c4.c4_anchors`` and Model Garden's
+  ``RpnAnchorLabeler`` on the same ground truth with the same thresholds.
+
+  Args:
+    det: the detector settings (anchor sizes and ratios).
+    **kwargs: ``maskrcnn_input.Parser`` arguments other than the anchors.
+  """
+
+  def __init__(self, det: faster_rcnn_c4.DetectorConfig, **kwargs):
+    level = faster_rcnn_c4.FEATURE_LEVEL
+    super().__init__(min_level=level, max_level=level, num_scales=1,
+                     aspect_ratios=[1.0], anchor_size=1.0, **kwargs)
+    self._det = det
+
+  def _parse_train_data(self, data):
+    image, labels = super()._parse_train_data(data)
+    anchors = faster_rcnn_c4.c4_anchors(self._det, image.shape[:2])
+    valid = labels["gt_classes"] > 0  # padding is -1
+    labeler = anchor.RpnAnchorLabeler(
+        self._rpn_match_threshold, self._rpn_unmatched_threshold,
+        self._rpn_batch_size_per_im, self._rpn_fg_fraction)
+    scores, boxes = labeler.label_anchors(
+        anchors, tf.boolean_mask(labels["gt_boxes"], valid),
+        tf.cast(tf.boolean_mask(labels["gt_classes"], valid)[:, None],
+                tf.float32))
+    labels.update(anchor_boxes=anchors, rpn_score_targets=scores,
+                  rpn_box_targets=boxes)
+    return image, labels
+
+  def _parse_eval_data(self, data):
+    image, labels = super()._parse_eval_data(data)
+    labels["anchor_boxes"] = faster_rcnn_c4.c4_anchors(self._det,
+                                                       image.shape[:2])
+    return image, labels
+
+
 def make_parser(det: faster_rcnn_c4.DetectorConfig, output_size,
                 scale_min=1.0, scale_max=1.0, hflip=False,
-                max_instances=100):
-  """Model Garden's Mask R-CNN parser (boxes only) for our anchors."""
-  from official.vision.dataloaders import maskrcnn_input  # pylint: disable=g-import-not-at-top
-  return maskrcnn_input.Parser(
-      output_size=list(output_size), aug_rand_hflip=hflip,
+                max_instances=100) -> C4Parser:
+  """The C4 parser: resize to fit ``output_size``, jitter, flip, RPN labels."""
+  return C4Parser(
+      det, output_size=list(output_size), aug_rand_hflip=hflip,
       aug_scale_min=scale_min, aug_scale_max=scale_max,
       skip_crowd_during_training=True, max_num_instances=max_instances,
-      rpn_batch_size_per_im=256, **faster_rcnn_c4.anchor_settings(det))
+      rpn_batch_size_per_im=256)
 
 
 def dataset(pattern: str, parser, batch_size: int, training: bool,
             seed: int = 0) -> tf.data.Dataset:
   """Records matching ``pattern`` -> (images, labels) batches."""
-  from official.vision.dataloaders import tf_example_decoder  # pylint: disable=g-import-not-at-top
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f"No TFRecords match {pattern!r}; write them with "
@@ -148,6 +195,8 @@ def train(model, ds: tf.data.Dataset, settings: TrainSettings, train_dir: str,
   """
   if settings.freeze_batch_norm:
     freeze_batch_norm(model)
+  if settings.freeze_trunk:
+    model.backbone.trainable = False
   boundaries = list(settings.decay_steps)
   rates = [settings.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
   schedule = (tf_keras.optimizers.schedules.PiecewiseConstantDecay(

@@ -27,9 +27,12 @@ import json
 import os
 from typing import Tuple
 
+import tf_keras
+
 from mtssl_tf.data import voc
 from mtssl_tf.evaluation import detection_training
 from mtssl_tf.evaluation import eval_base
+from mtssl_tf.evaluation import pretrained
 from mtssl_tf.models import faster_rcnn_c4
 
 NAME = "voc07_detection"
@@ -52,7 +55,9 @@ class Config:
     scale_max: largest multi-scale jitter factor.
     freeze_batch_norm: keep batch norm in inference mode (standard when
       fine-tuning detectors with 1-2 images per step).
-    anchor_size: anchor side per level stride (8: 128/256/512 px).
+    freeze_trunk: train only the RPN and box head (a baseline; the paper
+      fine-tunes everything).
+    anchor_sizes: anchor sides in pixels on the stride-16 map (x 3 ratios).
     num_proposals: RPN proposals per training image.
     test_num_proposals: RPN proposals per test image.
     num_sampled_rois: RoIs per training image for the box head.
@@ -69,7 +74,8 @@ class Config:
   scale_min: float = 0.8
   scale_max: float = 1.44
   freeze_batch_norm: bool = True
-  anchor_size: float = 8.0
+  freeze_trunk: bool = False
+  anchor_sizes: Tuple[float, ...] = (128.0, 256.0, 512.0)
   num_proposals: int = 2000
   test_num_proposals: int = 300
   num_sampled_rois: int = 128
@@ -140,20 +146,24 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
                  if config.records_dir == BUILTIN else config.records_dir)
   train_pattern, test_pattern = _patterns(records_dir)
   det = faster_rcnn_c4.DetectorConfig(
-      anchor_size=config.anchor_size, num_proposals=config.num_proposals,
+      anchor_sizes=config.anchor_sizes, num_proposals=config.num_proposals,
       test_num_proposals=config.test_num_proposals,
       num_sampled_rois=config.num_sampled_rois)
-  trunk = ctx.pretrained.build_trunk(
-      include_block4=True, output_stride=faster_rcnn_c4.DETECTION_STRIDE)
-  trunk_config = ctx.pretrained.trunk_config
-  model = faster_rcnn_c4.build_detector(trunk, trunk_config, det,
+  # Random heads (and block 4 unless the source has it) from the run's seed;
+  # the evaluated trunk's layers are copied in by name.
+  tf_keras.utils.set_random_seed(ctx.seed)
+  model = faster_rcnn_c4.build_detector(ctx.pretrained.trunk_config, det,
                                         use_lasso=ctx.lasso)
-  faster_rcnn_c4.copy_block4(model.detection_head[0].block4, trunk)
+  trunk = model.backbone.trunk
+  pretrained.copy_weights(ctx.pretrained.trunk, trunk)
+  faster_rcnn_c4.copy_block4(model.detection_head[0].block4,
+                             ctx.pretrained.trunk)
   settings = detection_training.TrainSettings(
       steps=config.steps, batch_size=config.batch_size,
       learning_rate=config.learning_rate, decay_steps=config.decay_steps,
       output_size=config.output_size, scale_min=config.scale_min,
       scale_max=config.scale_max, freeze_batch_norm=config.freeze_batch_norm,
+      freeze_trunk=config.freeze_trunk,
       checkpoint_every=config.checkpoint_every, seed=ctx.seed)
   train_parser = detection_training.make_parser(
       det, config.output_size, config.scale_min, config.scale_max, True)

@@ -3,42 +3,52 @@
 Whose parts are whose:
   Model Garden (``official.vision``, tf-models-official): the model logic
     ``modeling.maskrcnn_model.MaskRCNNModel`` (RPN -> proposals -> RoI
-    sampling -> RoI features -> box head -> detections), the RPN head
-    (``heads.dense_prediction_heads.RPNHead``), anchors (``ops.anchor``),
-    proposal generation (``layers.roi_generator.MultilevelROIGenerator``),
-    RoI sampling (``layers.roi_sampler.ROISampler``), RoI align
-    (``layers.roi_aligner.MultilevelROIAligner``), box coding
-    (``ops.box_ops``), the detection generator (per-class NMS,
+    sampling -> RoI features -> box head -> detections), the backbone factory
+    our trunk is registered in (``modeling.backbones.factory``, see
+    c4_backbone.py), the RPN head (``heads.dense_prediction_heads.RPNHead``),
+    the anchor grid (``ops.anchor_generator.AnchorGeneratorv1``, explicit
+    scales), proposal generation (``layers.roi_generator``), RoI sampling
+    (``layers.roi_sampler.ROISampler``), RoI align
+    (``layers.roi_aligner.MultilevelROIAligner`` on our single level), box
+    coding (``ops.box_ops``), the detection generator (per-class NMS,
     ``layers.detection_generator.DetectionGenerator``) and the losses
     (``losses.maskrcnn_losses``).
-  Ours (Model Garden's heads are FPN-style conv/FC heads, not C4):
-    * ``Block3Backbone``: the pre-trained trunk up to block 3 (or the lasso
-      combination of the block-3 units, paper §3.2) as Model Garden's
-      backbone, output ``{"4": [B, H/16, W/16, 4 * 4 * base_width]}``.
-    * ``AnchorPyramid``: Model Garden anchors span one octave per level
-      (``2 ** (k / num_scales)``), so the C4 anchor set of several octaves at
-      stride 16 (py-faster-rcnn: 128, 256, 512 px) is laid out as levels 4..max_level of
-      average-pooled block-3 maps: the RPN sees the stride-16 map for the
-      smallest anchors and 2x, 4x, ... pooled copies for the larger ones (its
-      3x3 conv is shared by all levels). A deviation from one RPN
-      location for all scales, forced by Model Garden's anchor layout.
-    * ``C4RoIAligner``: RoI align from the stride-16 block-3 map only
-      (Model Garden's level assignment is FPN's).
+  Ours:
+    * ``c4_backbone.Block3Backbone``: the pre-trained trunk up to block 3 (or
+      the lasso combination of the block-3 units, paper §3.2), built by name
+      through Model Garden's backbone factory, output
+      ``{"4": [B, H/16, W/16, 4 * 4 * base_width]}``.
+    * ``c4_anchors``: the C4 anchor set -- ONE feature level at stride 16,
+      3 sizes x 3 aspect ratios at every position (py-faster-rcnn's
+      ``generate_anchors``: 128, 256, 512 px; ratios 0.5, 1, 2). Model
+      Garden's multilevel ``ops.anchor.Anchor`` (used by its parser and by
+      ``MaskRCNNModel`` when no anchors are given) puts one octave per level
+      with intermediate scales ``2 ** (k / num_scales)``, which cannot express
+      three octaves on one level; ``AnchorGeneratorv1`` with explicit
+      ``scales=(1, 2, 4)`` can, so we build the dict with it and always pass
+      it as ``anchor_boxes`` (``detection_training.C4Parser`` puts it in the
+      labels). Anchors follow Model Garden's convention (width/height =
+      ratio, side = size / sqrt(ratio)), not py-faster-rcnn's rounding to
+      whole 16-px base boxes (e.g. 181x91 instead of 184x96 px for 128 px,
+      ratio 0.5).
     * ``Block4BoxHead``: TF OD API's ResNet C4 second stage: 14x14 RoI crops,
       2x2/2 max-pool -> 7x7, block 4 (3 bottleneck units at stride 1, TF-Slim
       layer names so ImageNet's block 4 transfers), post-norm BN + ReLU,
       global average pool, then Model Garden-style class logits [B, R, C]
-      and class-specific box deltas [B, R, 4C].
+      and class-specific box deltas [B, R, 4C] (Model Garden's heads are
+      FPN-style conv/FC heads, not C4).
 
 Output stride 16: the standard C4 stride (Ren et al. 2015; He et al. 2016's
-ResNet Faster R-CNN; TF OD API ``first_stage_features_stride: 16``). Pre-training ran at stride 8 (block-3
-units atrous with rate 2); the same weights run at stride 16 with block 3's
-last unit strided and rate 1, as TF-Slim's ``output_stride`` allows (layer
-weights do not depend on it) -- 4x fewer block-3 positions at 600x1000.
+ResNet Faster R-CNN; TF OD API ``first_stage_features_stride: 16``).
+Pre-training ran at stride 8 (block-3 units atrous with rate 2); the same
+weights run at stride 16 with block 3's last unit strided and rate 1, as
+TF-Slim's ``output_stride`` allows (layer weights do not depend on it) -- 4x
+fewer block-3 positions at 600x1000.
 
-Shapes at 600x1000 (padded to 640x1024 by the parser): block-3 map
-[B, 40, 64, 1024] (ResNet-v2-101), RoI crops [B, R, 14, 14, 1024], box-head
-features after block 4 [B*R, 7, 7, 2048].
+Shapes at 600x1000 (padded to 608x1008, a multiple of the stride, by the
+parser): block-3 map [B, 38, 63, 1024] (ResNet-v2-101), 38 * 63 * 9 anchors,
+RoI crops [B, R, 14, 14, 1024], box-head features after block 4
+[B*R, 7, 7, 2048].
 """
 
 import dataclasses
@@ -46,16 +56,21 @@ from typing import Dict, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
+from official.vision.modeling import maskrcnn_model
+from official.vision.modeling.heads import dense_prediction_heads
+from official.vision.modeling.layers import detection_generator
+from official.vision.modeling.layers import roi_aligner
+from official.vision.modeling.layers import roi_generator
+from official.vision.modeling.layers import roi_sampler
+from official.vision.ops import anchor_generator
 
 from mtssl_tf import config as config_lib
-from mtssl_tf.models import lasso as lasso_lib
+from mtssl_tf.models import c4_backbone
 from mtssl_tf.models import resnet_v2
 
-# Model Garden's preprocess_ops.normalize_image constants (pixels in [0, 1]).
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
-DETECTION_STRIDE = 16
-FEATURE_LEVEL = 4  # log2(DETECTION_STRIDE), Model Garden's level key
+DETECTION_STRIDE = c4_backbone.DETECTION_STRIDE
+FEATURE_LEVEL = c4_backbone.FEATURE_LEVEL
+to_trunk_range = c4_backbone.to_trunk_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,23 +83,23 @@ class DetectorConfig:
   with 2000 proposals in training and 300 at test, 128 RoIs per image with
   25 % foreground (IoU >= 0.5; background [0, 0.5) -- py-faster-rcnn's
   [0.1, 0.5) lower bound is dropped as in later C4 recipes), final per-class
-  NMS 0.3 and 100 detections per image.
+  NMS 0.3, class scores above 0.05 and 100 detections per image
+  (``tools/test_net.py``).
 
   Attributes:
     num_classes: classes including background (VOC: 21).
-    max_level: top anchor level; one anchor size per level, anchor_size *
-      2**level for levels 4..max_level (default 4..6: 128, 256, 512 px).
-    anchor_size: anchor side in units of the level's stride.
+    anchor_sizes: anchor sides in pixels (at aspect ratio 1), all on the one
+      stride-16 level.
     aspect_ratios: anchor width/height ratios.
     rpn_filters: channels of the RPN's 3x3 conv.
     rpn_nms_iou, num_proposals, test_num_proposals: proposals.
     num_sampled_rois, foreground_fraction: RoIs per image for the box head.
     crop_size: RoI-align crop (14, max-pooled to 7x7 before block 4).
-    nms_iou, max_detections: final per-class NMS and detections per image.
+    nms_iou, score_threshold, max_detections: final per-class NMS, the
+      smallest class score kept and detections per image.
   """
   num_classes: int = 21
-  max_level: int = 6
-  anchor_size: float = 8.0
+  anchor_sizes: Tuple[float, ...] = (128.0, 256.0, 512.0)
   aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)
   rpn_filters: int = 512
   rpn_nms_iou: float = 0.7
@@ -94,96 +109,31 @@ class DetectorConfig:
   foreground_fraction: float = 0.25
   crop_size: int = 14
   nms_iou: float = 0.3
+  score_threshold: float = 0.05
   max_detections: int = 100
 
+  @property
+  def anchors_per_location(self) -> int:
+    return len(self.anchor_sizes) * len(self.aspect_ratios)
 
-def to_trunk_range(images):
-  """Model Garden-normalised images -> the trunk's [-1, 1] pixels."""
-  return 2.0 * (images * _STD + _MEAN) - 1.0
 
+def c4_anchors(cfg: DetectorConfig, image_size) -> Dict[str, tf.Tensor]:
+  """The C4 anchors of an image of ``image_size`` (height, width).
 
-class Block3Backbone(tf_keras.Model):
-  """Images [B, H, W, 3] -> {"4": block-3 features [B, H/16, W/16, C]}.
-
-  Images come normalised as Model Garden's parser does ((x - mean) / std of
-  ImageNet, x in [0, 1]) and are mapped back to the trunk's [-1, 1].
-
-  Args:
-    trunk: a ResNet-v2 trunk (models/resnet_v2.py) built at output stride 16.
-    use_lasso: feed a fresh LassoCombine of the block-3 unit outputs (the
-      paper's lasso experiments) instead of block 3's last unit.
+  Returns Model Garden's anchor dict ``{"4": [ceil(H/16), ceil(W/16), A * 4]}``
+  (A = sizes x ratios, size-major; boxes ymin, xmin, ymax, xmax in pixels,
+  centred on the stride-16 grid), built with Model Garden's
+  ``AnchorGeneratorv1`` and explicit scales (see the module docstring).
   """
-
-  def __init__(self, trunk: tf_keras.Model, use_lasso: bool = False,
-               **kwargs):
-    super().__init__(**kwargs)
-    self.trunk = trunk
-    self.use_lasso = use_lasso
-    units = sorted((k for k in trunk.output if k.startswith("block3/unit_")),
-                   key=lambda k: int(k.rsplit("_", 1)[1]))
-    self._units = units
-    self.lasso = (lasso_lib.LassoCombine(name="detection_lasso")
-                  if use_lasso else None)
-
-  def call(self, images, training=None):
-    # Model Garden's parser normalises with ImageNet mean/std; the trunk was
-    # pre-trained on [-1, 1] pixels (SPEC.md), so undo it.
-    images = to_trunk_range(images)
-    endpoints = self.trunk(images, training=training)
-    if self.lasso is not None:
-      features = self.lasso([endpoints[u] for u in self._units])
-    else:
-      features = endpoints["block3"]
-    return {str(FEATURE_LEVEL): features}
-
-
-class AnchorPyramid(tf_keras.layers.Layer):
-  """{"4": x} -> {"4": x, "5": avgpool2(x), ..., max_level} (see module doc).
-
-  Args:
-    max_level: highest level produced.
-  """
-
-  def __init__(self, max_level: int, **kwargs):
-    super().__init__(**kwargs)
-    self.max_level = max_level
-
-  def call(self, features):
-    out = {str(FEATURE_LEVEL): features[str(FEATURE_LEVEL)]}
-    x = out[str(FEATURE_LEVEL)]
-    for level in range(FEATURE_LEVEL + 1, self.max_level + 1):
-      x = tf.nn.avg_pool2d(x, 2, 2, "SAME")
-      out[str(level)] = x
-    return out
-
-  def get_config(self):
-    return dict(super().get_config(), max_level=self.max_level)
-
-
-class C4RoIAligner(tf_keras.layers.Layer):
-  """RoI align of boxes [B, R, 4] from the stride-16 map -> [B, R, s, s, C].
-
-  Wraps Model Garden's MultilevelROIAligner with the single level 4.
-
-  Args:
-    crop_size: output side s.
-  """
-
-  def __init__(self, crop_size: int = 14, **kwargs):
-    super().__init__(**kwargs)
-    from official.vision.modeling.layers import roi_aligner  # pylint: disable=g-import-not-at-top
-    self.crop_size = crop_size
-    self._aligner = roi_aligner.MultilevelROIAligner(crop_size=crop_size,
-                                                     sample_offset=0.5)
-
-  def call(self, features, boxes, training=None):
-    level = str(FEATURE_LEVEL)
-    return self._aligner({level: features[level]}, boxes, training=training)
-
-  def get_config(self):
-    return dict(super().get_config(), crop_size=self.crop_size)
-
-
+  base = cfg.anchor_sizes[0]
+  generator = anchor_generator.AnchorGeneratorv1(
+      anchor_sizes={str(FEATURE_LEVEL): base},
+      scales=[s / base for s in cfg.anchor_sizes],
+      aspect_ratios=list(cfg.aspect_ratios),
+      strides={str(FEATURE_LEVEL): DETECTION_STRIDE})
+  height, width = (int(-(-s // DETECTION_STRIDE)) * DETECTION_STRIDE
+                   for s in image_size)
+  return generator((height, width))
 def block4_model(trunk_config: config_lib.TrunkConfig, crop_size: int = 14
                  ) -> tf_keras.Model:
   """Block 4 + post-norm on RoI crops: [N, s, s, C3] -> [N, s/2, s/2, C4].
@@ -257,79 +207,79 @@ class Block4BoxHead(tf_keras.layers.Layer):
     return logits, deltas
 
 
-def build_detector(trunk: tf_keras.Model,
-                   trunk_config: config_lib.TrunkConfig,
+def build_detector(trunk_config: config_lib.TrunkConfig,
                    cfg: DetectorConfig = DetectorConfig(),
                    use_lasso: bool = False):
   """Model Garden's MaskRCNNModel (boxes only) with our C4 parts.
 
+  The backbone comes from Model Garden's factory (c4_backbone.py) with
+  random weights; copy the evaluated trunk in with
+  ``pretrained.copy_weights(source, model.backbone.trunk)`` and its block 4,
+  if any, with ``copy_block4(model.detection_head[0].block4, source)``.
+
   Args:
-    trunk: ResNet-v2 trunk at output stride 16 (block 4 not used from it;
-      copy it with ``copy_block4(model.detection_head[0].block4, trunk)``).
-    trunk_config: its configuration.
+    trunk_config: depth, widths, weight decay and batch-norm settings of the
+      trunk (its output stride and block 4 are the detector's own).
     cfg: detector settings.
     use_lasso: lasso combination of block-3 units into the heads.
 
   Returns:
     ``official.vision.modeling.maskrcnn_model.MaskRCNNModel``; call it as
     Model Garden's Mask R-CNN task does: ``model(images, image_shape=...,
-    anchor_boxes=..., gt_boxes=..., gt_classes=..., training=True)``.
+    anchor_boxes=c4_anchors(...) batched, gt_boxes=..., gt_classes=...,
+    training=True)``. ``anchor_boxes`` is required (the model's own
+    multilevel anchors are not C4's; they are left unset).
   """
-  # pylint: disable=g-import-not-at-top
-  from official.vision.modeling import maskrcnn_model
-  from official.vision.modeling.heads import dense_prediction_heads
-  from official.vision.modeling.layers import detection_generator
-  from official.vision.modeling.layers import roi_generator
-  from official.vision.modeling.layers import roi_sampler
-  # pylint: enable=g-import-not-at-top
+  level = FEATURE_LEVEL
   rpn_head = dense_prediction_heads.RPNHead(
-      min_level=FEATURE_LEVEL, max_level=cfg.max_level,
-      num_anchors_per_location=len(cfg.aspect_ratios), num_convs=1,
+      min_level=level, max_level=level,
+      num_anchors_per_location=cfg.anchors_per_location, num_convs=1,
       num_filters=cfg.rpn_filters, name="rpn_head")
   return maskrcnn_model.MaskRCNNModel(
-      backbone=Block3Backbone(trunk, use_lasso, name="backbone"),
-      decoder=AnchorPyramid(cfg.max_level, name="anchor_pyramid"),
+      backbone=c4_backbone.build(trunk_config, use_lasso),
+      decoder=None,
       rpn_head=rpn_head,
       detection_head=Block4BoxHead(trunk_config, cfg.num_classes,
                                    cfg.crop_size, name="box_head"),
+      # Batched NMS (one combined_non_max_suppression op) instead of Model
+      # Garden's padded while-loop NMS, several times faster on CPU; it runs
+      # NMS on all anchors rather than the best pre_nms_top_k (6000 in
+      # py-faster-rcnn), which only changes the low-score tail.
       roi_generator=roi_generator.MultilevelROIGenerator(
           pre_nms_top_k=6000, nms_iou_threshold=cfg.rpn_nms_iou,
           num_proposals=cfg.num_proposals, test_pre_nms_top_k=6000,
           test_nms_iou_threshold=cfg.rpn_nms_iou,
-          test_num_proposals=cfg.test_num_proposals),
+          test_num_proposals=cfg.test_num_proposals, use_batched_nms=True),
       roi_sampler=roi_sampler.ROISampler(
           mix_gt_boxes=True, num_sampled_rois=cfg.num_sampled_rois,
           foreground_fraction=cfg.foreground_fraction,
           foreground_iou_threshold=0.5, background_iou_high_threshold=0.5,
           background_iou_low_threshold=0.0),
-      roi_aligner=C4RoIAligner(cfg.crop_size, name="roi_aligner"),
+      # One level: every RoI is cropped from the stride-16 map.
+      roi_aligner=roi_aligner.MultilevelROIAligner(
+          crop_size=cfg.crop_size, sample_offset=0.5),
+      # "batched" is one combined_non_max_suppression op: per-class NMS,
+      # then the best max_detections over all classes (py-faster-rcnn's
+      # test_net: NMS 0.3 per class, score > 0.05, 100 per image). Model
+      # Garden's "v2" pads every class to pre_nms_top_k and was ~100x slower
+      # on CPU (2 s per 4 images at 96x128, 80 s to trace).
       detection_generator=detection_generator.DetectionGenerator(
-          apply_nms=True, pre_nms_top_k=1000, pre_nms_score_threshold=0.0,
+          apply_nms=True, pre_nms_score_threshold=cfg.score_threshold,
           nms_iou_threshold=cfg.nms_iou,
-          max_num_detections=cfg.max_detections, nms_version="v2",
+          max_num_detections=cfg.max_detections, nms_version="batched",
           use_cpu_nms=True),
-      min_level=FEATURE_LEVEL, max_level=cfg.max_level, num_scales=1,
-      aspect_ratios=list(cfg.aspect_ratios), anchor_size=cfg.anchor_size)
+      min_level=level, max_level=level)
 
 
-def anchor_settings(cfg: DetectorConfig) -> Dict[str, object]:
-  """Keyword arguments of Model Garden's anchor users (parser, Anchor)."""
-  return dict(min_level=FEATURE_LEVEL, max_level=cfg.max_level, num_scales=1,
-              aspect_ratios=list(cfg.aspect_ratios),
-              anchor_size=cfg.anchor_size)
-
-
-def roi_crop_shapes(model, images: tf.Tensor,
-                    image_shape: tf.Tensor) -> Sequence[tf.TensorShape]:
-  """(block-3 map, RoI crops, block-4 output) shapes, for tests/benchmarks."""
+def roi_crop_shapes(model, images: tf.Tensor) -> Sequence[tf.TensorShape]:
+  """(block-3 map, RPN scores, RoI crops, block-4 output) shapes."""
   features = model.backbone(images, training=False)
-  pyramid = model.decoder(features)
-  rpn_scores, rpn_boxes = model.rpn_head(pyramid)
-  del rpn_scores
+  rpn_scores, _ = model.rpn_head(features)
   boxes = tf.tile(tf.constant([[[0., 0., 160., 160.]]]),
                   [images.shape[0], 5, 1])
-  crops = model.roi_aligner(pyramid, boxes)
+  crops = model.roi_aligner(features, boxes)
   head = model.detection_head[0]
   block4 = head.block4(tf.reshape(crops, [-1] + crops.shape[2:].as_list()))
-  del rpn_boxes, image_shape
-  return features[str(FEATURE_LEVEL)].shape, crops.shape, block4.shape
+  level = str(FEATURE_LEVEL)
+  return (features[level].shape, rpn_scores[level].shape, crops.shape,
+          block4.shape)
