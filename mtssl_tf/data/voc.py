@@ -24,8 +24,6 @@ import os
 from typing import List, Optional, Tuple
 import xml.etree.ElementTree as ElementTree
 
-from mtssl_tf.data import decode
-
 # The 20 VOC classes in the devkit's order (VOCinit.m); class index = position.
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
            "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike",
@@ -196,11 +194,6 @@ def read_image(root: str, image_id: str) -> VocImage:
   with open(xml_path, "rb") as f:
     xml_text = f.read()
   jpeg_size = _jpeg_size(jpeg_path)
-  # The shared size bounds of data/decode.py (50 MP, aspect 10), checked on
-  # the header so an extreme JPEG is never decoded by the readers downstream.
-  problem = decode.size_problem(jpeg_size[1], jpeg_size[0])
-  if problem:
-    raise ValueError(problem)
   size, objects = parse_annotation(xml_text, image_size=jpeg_size)
   if size is not None and jpeg_size != size:
     raise ValueError(f"JPEG is {jpeg_size[0]}x{jpeg_size[1]}, annotation "
@@ -229,8 +222,7 @@ def read_split(root: str, split: str) -> Tuple[List[VocImage], List[Problem]]:
       records.append(read_image(root, image_id))
     except ValueError as e:
       jpeg_fault = str(e).startswith(("JPEG", "unreadable JPEG",
-                                      "not a JPEG", "too_large",
-                                      "degenerate_aspect"))
+                                      "not a JPEG"))
       file = (f"JPEGImages/{image_id}.jpg" if jpeg_fault
               else f"Annotations/{image_id}.xml")
       problems.append(Problem(file, str(e)))

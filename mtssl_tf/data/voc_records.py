@@ -150,6 +150,18 @@ class VocRecordsConfig:
 def _from_devkit(cfg) -> Tuple[Iterator[Tuple[bytes, voc.VocImage]],
                                List[voc.Problem], int]:
   records, problems = voc.read_split(cfg.voc_dir, cfg.split)
+  # The shared size bounds of data/decode.py (50 MP, aspect 10) on the JPEG
+  # header sizes read_split checked: such images are never decoded
+  # downstream (Model Garden's decoder has no bound).
+  kept = []
+  for record in records:
+    problem = decode.size_problem(record.height, record.width)
+    if problem:
+      problems.append(voc.Problem(f"JPEGImages/{record.image_id}.jpg",
+                                  problem))
+    else:
+      kept.append(record)
+  records = kept
 
   def items():
     for record in records:

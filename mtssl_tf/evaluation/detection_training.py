@@ -3,8 +3,9 @@
 Input pipeline: Model Garden's ``TfExampleDecoder`` + Mask R-CNN ``Parser``
 (resize to fit ``output_size`` keeping the aspect ratio, multi-scale jitter
 ``[scale_min, scale_max]`` with a random crop back to ``output_size``,
-horizontal flip, anchor labelling for the RPN; difficult boxes arrive as
-``is_crowd`` and are dropped from training by the parser). Losses: Model
+horizontal flip, RPN anchor labelling -- on the C4 anchors, ``C4Parser``;
+difficult boxes arrive as ``is_crowd`` and are dropped from training by the
+parser). Losses: Model
 Garden's ``maskrcnn_losses`` (RPN objectness + Huber box, Fast R-CNN softmax +
 Huber box), summed with weight 1 each, plus the trunk's L2 weight decay.
 
@@ -14,8 +15,15 @@ loss or gradients are not finite is skipped (counted), so no checkpoint holds
 non-finite values. ``evaluate`` runs the test set and scores it with the VOC
 devkit rules (voc_detection_metrics.py).
 
+Not wired yet (issue 12 item 4): tf.distribute and mixed precision. The loop
+runs under the default strategy in float32; a MirroredStrategy run needs the
+model and optimizer built in ``strategy.scope()``, a distributed dataset,
+``strategy.run`` with the loss divided by the replicas, and a replica-safe
+non-finite skip (the ``tf.cond`` around ``apply_gradients`` below cannot
+hold the optimizer's cross-replica ``merge_call``).
+
 Shapes: images [B, H, W, 3] float32 (``output_size`` padded to a multiple of
-2**max_level); detections [B, max_detections, 4] (ymin, xmin, ymax, xmax) in
+the stride 16); detections [B, max_detections, 4] (ymin, xmin, ymax, xmax) in
 the resized image, mapped back to original pixel edges for scoring.
 """
 

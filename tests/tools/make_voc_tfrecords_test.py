@@ -3,6 +3,8 @@ Garden's detection decoder."""
 
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
 
@@ -70,6 +72,52 @@ def test_tool_writes_model_garden_records(tmp_path):
 
   run = _run(f"--voc_dir={tmp_path / 'nothing'}", f"--output_dir={out}2")
   assert run.returncode == 1 and "JPEGImages" in run.stderr
+
+
+def _claim_size(devkit, image_id, width, height):
+  """Rewrites the JPEG frame header (SOF0) and the annotation's size only."""
+  base = os.path.join(devkit, "VOC2007")
+  jpeg = os.path.join(base, "JPEGImages", image_id + ".jpg")
+  data = bytearray(open(jpeg, "rb").read())
+  sof = data.index(b"\xff\xc0")
+  data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+  open(jpeg, "wb").write(bytes(data))
+  xml = os.path.join(base, "Annotations", image_id + ".xml")
+  text = open(xml).read()
+  text = re.sub(r"<width>\d+</width>", f"<width>{width}</width>", text)
+  text = re.sub(r"<height>\d+</height>", f"<height>{height}</height>", text)
+  open(xml, "w").write(text)
+
+
+def test_images_over_the_decode_bounds_are_skipped_with_reasons(tmp_path):
+  """data/decode.py's bounds (50 MP, aspect 10) on the header size: such
+  JPEGs are listed in the manifest and never reach a record (Model Garden's
+  decoder would decode them unbounded)."""
+  devkit = synthetic_voc.make_devkit(str(tmp_path / "devkit"), 4, 0, seed=2)
+  _claim_size(devkit, "000001", 8000, 8000)  # 64 MP
+  _claim_size(devkit, "000003", 2000, 190)   # 10.5:1
+  manifest = voc_records.make_records(voc_records.VocRecordsConfig(
+      str(tmp_path / "records"), voc_dir=devkit))
+  assert manifest["images"] == 2
+  reasons = {p["file"]: p["reason"] for p in manifest["skipped"]}
+  assert reasons["JPEGImages/000001.jpg"].startswith("too_large: 8000x8000")
+  assert reasons["JPEGImages/000003.jpg"].startswith(
+      "degenerate_aspect: 2000x190")
+  ids = [tf.train.Example.FromString(r.numpy()).features.feature[
+      "image/source_id"].bytes_list.value[0].decode() for r in
+         tf.data.TFRecordDataset(
+             sorted(str(p) for p in (tmp_path / "records").glob("*.tfrecord")))]
+  assert ids == ["000002", "000004"]
+
+
+def test_parse_voc_example_decode_is_bounded():
+  """Records from elsewhere: an image over the bounds decodes empty."""
+  strip = tf.io.encode_jpeg(np.full((2, 1000, 3), 90, np.uint8)).numpy()
+  image = voc.VocImage("x", "", 1000, 2, (voc.VocObject(
+      "cat", (1, 1, 10, 2), False, False),))
+  parsed = voc_records.parse_voc_example(
+      voc_records.voc_example(strip, image).SerializeToString())
+  assert parsed["image"].shape == (0, 0, 3)
 
 
 def test_bad_configs_fail_before_writing(tmp_path):
