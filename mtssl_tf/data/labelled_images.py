@@ -28,11 +28,12 @@ reasons and the shared mechanism of training (``sources.IMAGE_SKIP_REASONS``,
 images ("undecodable"), images over ``decode.MAX_PIXELS`` ("too_large") or
 ``decode.MAX_ASPECT`` ("degenerate_aspect"; both read from the header before
 decoding), records without image bytes or class label ("bad_record") and
-TFRecord shards with an unreadable tail ("bad_shard": their readable records
-are used). A missing or malformed data set fails at construction with a
-ValueError saying what is expected where. The order is
-deterministic: sorted files (shuffled by seed when ``training``), so feature
-caches and resumed runs see the same examples.
+TFRecord shards, of "tfrecord" and of "tfds" data sets, with an unreadable
+tail ("bad_shard": their readable records are used). A missing or
+malformed data set fails at construction with a ValueError saying what is
+expected where. The order is deterministic: sorted files (shuffled by seed
+when ``training``), so feature caches and resumed runs see the same
+examples.
 """
 
 import csv
@@ -282,12 +283,11 @@ class LabelledImages:
     else:
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       builder, image_key, label_key, split = self._tfds
-      ds = builder.as_dataset(
-          split=split, shuffle_files=False,
-          decoders={image_key: tfds.decode.SkipDecoding()},
-          read_config=tfds.ReadConfig(add_tfds_id=True)).map(
-              lambda ex: (ex["tfds_id"], ex[image_key],
-                          tf.cast(ex[label_key], tf.int32)))
+      ds = skipping.read_tfds(
+          builder, split, counter,
+          decoders={image_key: tfds.decode.SkipDecoding()}).map(
+              lambda name, ex: (name, ex[image_key],
+                                tf.cast(ex[label_key], tf.int32)))
     if training:
       ds = ds.shuffle(min(self.num_examples, 100_000), seed=seed,
                       reshuffle_each_iteration=True).repeat()

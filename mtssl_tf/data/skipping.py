@@ -31,9 +31,11 @@ counters (the training loop writes ``REPORT`` in the model dir at every save).
 
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
+
+from mtssl_tf.data import decode
 
 AUTOTUNE = tf.data.AUTOTUNE
 BAD_SHARD = "bad_shard"
@@ -166,7 +168,9 @@ def _file_sizes(files):
 def read_tfrecords(files: Sequence[str], counter: SkipCounter,
                    shuffle_seed: Optional[int] = None, repeat: bool = False,
                    cycle_length: int = 8,
-                   deterministic: Optional[bool] = None) -> tf.data.Dataset:
+                   deterministic: Optional[bool] = None,
+                   ranges: Optional[Sequence[Tuple[int, int]]] = None
+                   ) -> tf.data.Dataset:
   """``(name, serialized)`` string pairs of every readable record of ``files``.
 
   Args:
@@ -177,6 +181,9 @@ def read_tfrecords(files: Sequence[str], counter: SkipCounter,
       with this seed; None and not ``repeat``: shards in the given order.
     repeat: pass over the shards forever.
     cycle_length: shards read at once (interleaved record by record).
+    ranges: optional ``(first, end)`` record indices per file: only records
+      ``first <= index < end`` are yielded (a TFDS sub-split); the whole
+      shard is still read, so damage anywhere in it is counted.
     deterministic: keep the interleave order (default: with a
       ``shuffle_seed`` or without ``repeat``), so that a checkpointed
       iterator resumes on the same records.
@@ -187,16 +194,20 @@ def read_tfrecords(files: Sequence[str], counter: SkipCounter,
   """
   counter.check_reason(BAD_SHARD)
   files = list(files)
+  if ranges is None:
+    ranges = [(0, 2**62)] * len(files)
   shards = tf.data.Dataset.from_tensor_slices(
       (tf.constant(files, tf.string),
-       tf.constant(_file_sizes(files), tf.int64)))
+       tf.constant(_file_sizes(files), tf.int64),
+       tf.constant([r[0] for r in ranges], tf.int64),
+       tf.constant([r[1] for r in ranges], tf.int64)))
   if repeat:
     shards = shards.shuffle(len(files), seed=shuffle_seed,
                             reshuffle_each_iteration=True).repeat()
   if deterministic is None:
     deterministic = shuffle_seed is not None or not repeat
 
-  def read_shard(path, size):
+  def read_shard(path, size, first_index, end_index):
     # ignore_errors: after a DataLossError TFRecordDataset moves to its next
     # file, i.e. this shard ends; the byte count below says whether it did.
     records = tf.data.TFRecordDataset(path).ignore_errors().map(
@@ -222,7 +233,7 @@ def read_tfrecords(files: Sequence[str], counter: SkipCounter,
               "read {} records ({} of {} bytes); the rest is truncated or "
               "corrupt", (index, consumed, size)))
       with tf.control_dependencies([whole]):
-        return tf.identity(is_record)
+        return is_record & (index >= first_index) & (index < end_index)
 
     return tagged.filter(keep_records).map(
         lambda record, is_record, consumed, index: (
@@ -232,6 +243,46 @@ def read_tfrecords(files: Sequence[str], counter: SkipCounter,
   return shards.interleave(
       read_shard, cycle_length=max(1, min(len(files), cycle_length)),
       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def read_tfds(builder, split: str, counter: SkipCounter, decoders=None,
+              shuffle_seed: Optional[int] = None, repeat: bool = False,
+              deterministic: Optional[bool] = None) -> tf.data.Dataset:
+  """``(name, example dict)`` of a prepared TFDS split, damage tolerated.
+
+  TFDS's own reader stops at the first damaged record with a
+  ``DataLossError``; here the split's TFRecord shards (its file instructions,
+  so sub-splits such as ``train[:10%]`` work) are read with
+  ``read_tfrecords`` ("bad_shard" counted, readable records used) and each
+  record is parsed with the builder's features (``decoders`` as in
+  ``builder.as_dataset``); a record that does not parse is a "bad_record".
+  Names are ``<shard>#<index>``. Arguments as ``read_tfrecords``; the counter
+  must accept ``BAD_SHARD`` and "bad_record".
+
+  Raises:
+    ValueError: a data set not stored as TFRecords (e.g. ArrayRecord).
+  """
+  counter.check_reason("bad_record")
+  file_format = getattr(builder.info.file_format, "value",
+                        builder.info.file_format)
+  if str(file_format) != "tfrecord":
+    raise ValueError(
+        f"TFDS data set {builder.name!r} is stored as {file_format}; the "
+        f"readers here take TFRecord shards (`tfds build "
+        f"--file_format=tfrecord`).")
+  instructions = builder.info.splits[split].file_instructions
+  files = [str(i.filename) for i in instructions]
+  ranges = [(i.skip, i.skip + i.take) for i in instructions]
+  records = read_tfrecords(files, counter, shuffle_seed=shuffle_seed,
+                           repeat=repeat, deterministic=deterministic,
+                           ranges=ranges)
+  features = builder.info.features
+  if deterministic is None:
+    deterministic = shuffle_seed is not None or not repeat
+  return decode.map_or_skip(
+      records, lambda name, record: (name, features.deserialize_example(
+          record, decoders=decoders)), counter, "bad_record",
+      deterministic=deterministic, name_fn=lambda name, record: name)
 
 
 def write_report(path: str, counters: Mapping[str, SkipCounter]) -> bool:

@@ -15,6 +15,8 @@ augment them. ``DataConfig.source`` selects where they come from:
               ``tfds_data_dir``; with ``tfds_manual_dir`` set, an unprepared
               data set is prepared from the manually downloaded files (e.g.
               ImageNet). Its first ``tfds.features.Image`` feature is used.
+              Its TFRecord shards are read like "tfrecord" ones
+              (``skipping.read_tfds``), so damaged shards are skipped too.
 
 Bad inputs never stop training; they are dropped and counted per distinct
 file in ``ImageSource.skipped`` (a ``skipping.SkipCounter``; the training
@@ -284,13 +286,14 @@ class ImageSource:
     if source == "tfds":
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       key = self._tfds_image_key
-      examples = self._tfds_builder.as_dataset(
-          split=self.data.tfds_split, shuffle_files=training,
-          decoders={key: tfds.decode.SkipDecoding()},
-          read_config=tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=True))
-      encoded = examples.map(lambda ex: (ex["tfds_id"], ex[key]))
+      # Its TFRecord shards read as those of "tfrecord" (damage tolerated).
+      examples = skipping.read_tfds(
+          self._tfds_builder, self.data.tfds_split, counter,
+          decoders={key: tfds.decode.SkipDecoding()}, shuffle_seed=seed,
+          repeat=training, deterministic=deterministic)
+      encoded = examples.map(lambda name, ex: (name, ex[key]))
       if training:
-        encoded = encoded.repeat().shuffle(self.shuffle_buffer, seed=seed)
+        encoded = encoded.shuffle(self.shuffle_buffer, seed=seed)
       return encoded
     raise ValueError(f"Source {source!r} has no encoded form.")
 

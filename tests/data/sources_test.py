@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from mtssl_tf import config
 from mtssl_tf.data import decode
+from mtssl_tf.data import skipping
 from mtssl_tf.data import sources
 from mtssl_tf.data import tfrecord_format
 
@@ -425,3 +426,33 @@ def test_named_dataset_reads_each_input_once_in_order(tmp_path):
            source.named_dataset(training=False).as_numpy_iterator()]
   assert names == ["a.tfrecord#0", "b.tfrecord#0", "a.tfrecord#1",
                    "b.tfrecord#1", "b.tfrecord#2"]
+
+
+def test_tfds_source_reads_past_a_damaged_shard(tmp_path):
+  """A TFDS shard with a corrupted record (bad CRC): TFDS's reader stopped
+  the run with a DataLossError; the records before the damage are used and
+  the shard is counted once as bad_shard. Sub-splits select records."""
+  data_dir = str(tmp_path / "tfds")
+  builder = MtsslTinyImages(data_dir=data_dir)
+  builder.download_and_prepare()
+  (shard,) = [str(p) for p in builder.info.splits["train"].filepaths]
+  records = [r.numpy() for r in tf.data.TFRecordDataset(shard)]
+  data = bytearray(open(shard, "rb").read())
+  offset = sum(len(r) + 16 for r in records[:4])   # the fifth record
+  data[offset + 12 + len(records[4]) // 2] ^= 0xFF
+  with open(shard, "wb") as f:
+    f.write(bytes(data))
+  def source(split):
+    return sources.ImageSource(config.DataConfig(
+        "tfds", tfds_name="mtssl_tiny_images", tfds_data_dir=data_dir,
+        tfds_split=split))
+  whole = source("train")
+  named = list(whole.named_dataset(training=False).as_numpy_iterator())
+  assert len(named) == 4
+  assert whole.skipped.as_dict()["bad_shard"] == 1
+  assert whole.skipped.items()[0]["detail"].startswith("read 4 records")
+  assert len(_take(whole.dataset(seed=0), 12)) == 12   # training goes on
+  counter = sources.SkipCounter(sources.IMAGE_SKIP_REASONS)
+  names = [n for n, _ in skipping.read_tfds(builder, "train[:50%]", counter)
+           .as_numpy_iterator()]
+  assert names == [f"{shard}#{i}".encode() for i in range(3)]
