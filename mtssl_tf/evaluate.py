@@ -67,8 +67,10 @@ _DEPTH = flags.DEFINE_integer("depth", 101, "Trunk depth for --random_init.")
 _BASE_WIDTH = flags.DEFINE_integer("base_width", 64,
                                    "Trunk base width for --random_init.")
 _OUTPUT_STRIDE = flags.DEFINE_integer(
-    "output_stride", 8, "Trunk output stride for --random_init and "
-    "--slim_checkpoint (0: nominal); training runs keep their own.")
+    "output_stride", 8, "Trunk output stride for --random_init, "
+    "--slim_checkpoint and supervised runs (a task with block 4 in its head, "
+    "--model_dir or --saved_model) (0: nominal); other training runs keep "
+    "their own.")
 # ---- How ------------------------------------------------------------------------
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Where results, logs and the evaluation's checkpoints "

@@ -10,11 +10,24 @@ The SavedModel is written through a ``tf.Module`` with explicit signatures
           ...} (every block-3 unit; "/" in endpoint names becomes "_")
   lasso_<task>     (lasso runs only) uint8 images -> {"representation": the
                    task's LassoCombine of the block-3 units}
+  features_block4  (runs with block 4 only) uint8 images -> {"block4": [N, h,
+                   w, 32 b] block 4 after the post-norm, "pooled": [N, 32 b]
+                   its global average (the classifier's input)}
 
 ``serving_default`` is ``features``. ``mtssl_tf_run.json`` beside
 ``saved_model.pb`` records the trunk configuration (as the training run's
 run.json), so that ``python -m mtssl_tf.evaluate --saved_model=...`` can
-rebuild a trainable trunk from the export. Standalone use::
+rebuild a trainable trunk from the export.
+
+Block 4: a run with a task whose head begins with the trunk's block 4
+(tasks/base.py ``BLOCK4_IN_HEAD``: the supervised "ImageNet labels" task,
+paper §5) exports that block 4 and post-norm too, as the module's ``block4``
+model (layer names ``block4/unit_u/...`` and ``postnorm``, as
+``resnet_v2.build_trunk(include_block4=True)`` names them, without the
+head's ``<task>_head/`` prefix). The run file then says ``"block4":
+{"from_task": "<task>"}`` (otherwise ``"block4": null``) and
+``evaluation/pretrained.py`` transfers it to detection. Other heads and the
+classifier are not exported. Standalone use::
 
   python -m mtssl_tf.export --checkpoint=runs/rp_col --export_dir=/tmp/sm
 
@@ -36,7 +49,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -55,16 +68,97 @@ def _output_name(endpoint: str) -> str:
   return endpoint.replace("/", "_")
 
 
+def block4_head_task(tasks: Sequence[str]) -> Optional[str]:
+  """The first of ``tasks`` whose head holds the trunk's block 4 (its module
+  sets tasks/base.py ``BLOCK4_IN_HEAD``), or None."""
+  from mtssl_tf.tasks import registry  # pylint: disable=g-import-not-at-top
+  for task in tasks:
+    if task in registry.names() and getattr(registry.get_module(task),
+                                            "BLOCK4_IN_HEAD", False):
+      return task
+  return None
+
+
+def block4_model(trunk_config: config_lib.TrunkConfig,
+                 prefix: str = "") -> tf_keras.Model:
+  """``[N, h, w, 16 b]`` block-3 features -> ``[N, h, w, 32 b]`` block 4
+  after the post-norm: ``resnet_v2.block4`` as a model, layers named
+  ``<prefix>block4/...`` and ``<prefix>postnorm``."""
+  channels = resnet_v2.block_output_channels(trunk_config.base_width)
+  features = tf_keras.Input((None, None, channels), name="block3")
+  return tf_keras.Model(features, resnet_v2.block4(features, trunk_config,
+                                                   prefix=prefix),
+                        name=prefix.replace("/", "_") + "block4")
+
+
+def block4_from_head(head: tf_keras.Model, task: str,
+                     trunk_config: config_lib.TrunkConfig) -> tf_keras.Model:
+  """A ``block4_model`` holding a copy of the block 4 of ``task``'s head
+  (layers ``<task>_head/block4/...``, ``<task>_head/postnorm``)."""
+  model = block4_model(trunk_config)
+  for layer in model.layers:
+    if layer.weights:
+      layer.set_weights(head.get_layer(f"{task}_head/{layer.name}")
+                        .get_weights())
+  return model
+
+
+def block4_from_checkpoint(prefix: str, task: str,
+                           trunk_config: config_lib.TrunkConfig
+                           ) -> tf_keras.Model:
+  """A ``block4_model`` read from the head of ``task`` in training
+  checkpoint ``prefix``.
+
+  The head's first layers are ``resnet_v2.block4`` with prefix
+  ``<task>_head/``; the same builder makes a model whose layers are tracked
+  in the checkpoint exactly as the head's first ones
+  (``heads/<task>/layer_with_weights-i``); the rest of the head (pooling,
+  logits) is not read. Raises ValueError if the checkpoint does not fit.
+  """
+  head_prefix = f"{task}_head/"
+  stub = block4_model(trunk_config, prefix=head_prefix)
+  try:
+    status = tf.train.Checkpoint(heads={task: stub}).read(prefix)
+    status.expect_partial().assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise ValueError(f"The {task} head of checkpoint {prefix!r} does not fit "
+                     f"the block 4 of the trunk its run describes "
+                     f"({type(e).__name__}: {str(e)[:300]}).") from None
+  model = block4_model(trunk_config)
+  for layer in model.layers:
+    if layer.weights:
+      layer.set_weights(stub.get_layer(head_prefix + layer.name).get_weights())
+  return model
+
+
+def task_steps(prefix: str) -> Optional[int]:
+  """Training steps summed over tasks in checkpoint ``prefix`` (the
+  batch-norm updates its trunk has seen), None if it does not say."""
+  try:
+    names = [n for n, _ in tf.train.list_variables(prefix)]
+  except (tf.errors.OpError, ValueError):
+    return None
+  keys = [n for n in names if n.startswith("state/task_steps/")
+          and n.endswith("VARIABLE_VALUE")]
+  if not keys:
+    return None
+  return int(sum(int(tf.train.load_variable(prefix, k)) for k in keys))
+
+
 class FeatureModule(tf.Module):
-  """Serving module: trunk endpoints and per-task lasso representations."""
+  """Serving module: trunk endpoints, per-task lasso representations and,
+  for runs that trained it, block 4."""
 
   def __init__(self, trunk: tf_keras.Model, unit_names,
                lasso: Optional[Mapping[str, lasso_lib.LassoCombine]] = None,
-               run_info: Optional[dict] = None):
+               run_info: Optional[dict] = None,
+               block4: Optional[tf_keras.Model] = None):
     super().__init__(name="mtssl_features")
     self.trunk = trunk
     self.unit_names = list(unit_names)
     self.lasso = dict(lasso or {})
+    # A block4_model; its variables are saved under "block4".
+    self.block4 = block4
     # What trunk this is (run.json's fields), written beside the SavedModel as
     # RUN_FILE so that evaluations can rebuild a trainable trunk from it.
     self._run_info = dict(run_info or {})
@@ -96,12 +190,26 @@ class FeatureModule(tf.Module):
 
     return representation
 
+  def block4_signature(self):
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def features_block4(images):
+      block3 = self.trunk(base.to_trunk_range(images),
+                          training=False)["block3"]
+      block4 = self.block4(block3, training=False)
+      return {"block4": block4, "pooled": tf.reduce_mean(block4, [1, 2])}
+
+    return features_block4
+
   def signatures(self) -> Dict[str, object]:
     signatures = {"serving_default": self.features,
                   "features": self.features,
                   "features_float": self.features_float}
     for task in self.lasso:
       signatures[f"lasso_{task}"] = self.lasso_signature(task)
+    if self.block4 is not None:
+      signatures["features_block4"] = self.block4_signature()
     return signatures
 
 
@@ -164,12 +272,20 @@ def export(module: FeatureModule, export_dir: str,
   return export_dir
 
 
+def _with_block4(info: dict, task: Optional[str]) -> dict:
+  return dict(info, block4={"from_task": task} if task else None)
+
+
 def module_from_network(network) -> FeatureModule:
-  """A FeatureModule sharing the variables of a MultiTaskNetwork."""
+  """A FeatureModule sharing the trunk and lasso variables of a
+  MultiTaskNetwork (block 4, if a head holds it, is copied)."""
   info = checkpointing.run_info(network.task_names, network.trunk_config,
                                 bool(network.lasso))
+  task = block4_head_task(network.task_names)
+  block4 = (block4_from_head(network.heads[task], task, network.trunk_config)
+            if task else None)
   return FeatureModule(network.trunk, network.unit_names, network.lasso,
-                       run_info=info)
+                       run_info=_with_block4(info, task), block4=block4)
 
 
 def _resolve_checkpoint(path: str):
@@ -206,7 +322,14 @@ def module_from_checkpoint(path: str) -> FeatureModule:
       lasso[task] = layer
   status = tf.train.Checkpoint(trunk=trunk, lasso=lasso).read(prefix)
   status.expect_partial().assert_existing_objects_matched()
-  return FeatureModule(trunk, units, lasso, run_info=info)
+  task = block4_head_task(info["tasks"])
+  block4 = (block4_from_checkpoint(prefix, task, trunk_config) if task
+            else None)
+  info = _with_block4(info, task)
+  steps = task_steps(prefix)
+  if steps is not None:
+    info["bn_updates"] = steps
+  return FeatureModule(trunk, units, lasso, run_info=info, block4=block4)
 
 
 def main(argv=None):

@@ -13,7 +13,10 @@
                      TF2 checkpoint of the export module, whose ``trunk`` and
                      ``lasso`` attributes are read like a training
                      checkpoint; ``mtssl_tf_run.json`` beside them says which
-                     trunk to build).
+                     trunk to build). The export of a supervised run also
+                     has the module's ``block4`` (block 4 and the post-norm)
+                     and, like its model_dir, is evaluated at the
+                     evaluation's output stride.
   "slim_checkpoint"  a TF-Slim ``resnet_v2`` checkpoint converted by
                      ``tools/convert_slim_checkpoint.py`` (the paper's
                      "ImageNet labels" row; block 4 too if it was converted
@@ -28,7 +31,9 @@ with every layer the source has copied in by layer name. Layer names follow
 TF-Slim scopes and do not depend on the output stride (atrous rates change,
 weights do not), so stride-8 pre-training transfers to a stride-16 detector.
 Block 4 stays randomly initialised unless the source has it, as the paper's
-detection set-up prescribes for self-supervised trunks.
+detection set-up prescribes for self-supervised trunks; ``build_trunk`` then
+logs a warning, and results.json's ``evaluated.block4`` says "transferred"
+or "random" (whether an evaluation that builds block 4 gets the source's).
 """
 
 import dataclasses
@@ -36,6 +41,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -79,6 +85,8 @@ class Pretrained:
     pretrain_alpha: task -> its normalised pre-training lasso row, if any.
     bn_updates: batch-norm moving-average updates the trunk's statistics
       have seen (training steps summed over tasks), None if unknown.
+    block4_note: why a source that should have block 4 lacks it (said when
+      an evaluation builds block 4 randomly).
   """
   spec: PretrainedSpec
   trunk_config: config_lib.TrunkConfig
@@ -87,6 +95,12 @@ class Pretrained:
   pretrain_alpha: Dict[str, List[float]] = dataclasses.field(
       default_factory=dict)
   bn_updates: Optional[int] = None
+  block4_note: str = ""
+
+  @property
+  def has_block4(self) -> bool:
+    """Whether the source trunk holds block 4 and the post-norm."""
+    return any(layer.name == "postnorm" for layer in self.trunk.layers)
 
   def describe(self) -> dict:
     """JSON-friendly description for results.json."""
@@ -94,7 +108,8 @@ class Pretrained:
             "checkpoint": self.checkpoint,
             "trunk": dataclasses.asdict(self.trunk_config),
             "bn_updates": self.bn_updates,
-            "pretrain_alpha": self.pretrain_alpha}
+            "pretrain_alpha": self.pretrain_alpha,
+            "block4": "transferred" if self.has_block4 else "random"}
 
   @property
   def name(self) -> str:
@@ -131,6 +146,13 @@ class Pretrained:
         self.trunk_config, include_block4=include_block4,
         output_stride=(self.trunk_config.output_stride if output_stride == -1
                        else output_stride))
+    if (include_block4 and not self.has_block4 and
+        self.spec.source != "random_init"):
+      logging.warning(
+          "%s (%s) has no block 4: block 4 and the post-norm are randomly "
+          "initialised (seed %d), as the paper's detection set-up does for "
+          "self-supervised trunks.%s", self.name, self.spec.source,
+          self.spec.seed, " " + self.block4_note if self.block4_note else "")
     tf_keras.utils.set_random_seed(self.spec.seed)
     trunk = resnet_v2.build_trunk(cfg)
     copy_weights(self.trunk, trunk)
@@ -190,18 +212,6 @@ def _restore(objects: dict, prefix: str, what: str) -> None:
                      f"describes ({type(e).__name__}: {str(e)[:300]}).") from None
 
 
-def _task_steps(prefix: str) -> Optional[int]:
-  try:
-    names = [n for n, _ in tf.train.list_variables(prefix)]
-  except (tf.errors.OpError, ValueError):
-    return None
-  keys = [n for n in names if n.startswith("state/task_steps/")
-          and n.endswith("VARIABLE_VALUE")]
-  if not keys:
-    return None
-  return int(sum(int(tf.train.load_variable(prefix, k)) for k in keys))
-
-
 def _load_model_dir(spec: PretrainedSpec) -> Pretrained:
   path = spec.path
   if os.path.isdir(path):
@@ -225,53 +235,26 @@ def _load_model_dir(spec: PretrainedSpec) -> Pretrained:
   _restore({"trunk": trunk, "lasso": lasso}, prefix, "Checkpoint")
   alpha = {t: np.asarray(layer.normalized_alpha()).tolist()
            for t, layer in lasso.items()}
-  block4_task = _block4_head_task(info)
+  block4_task = export.block4_head_task(info.get("tasks", []))
   if block4_task:
-    trunk = _with_head_block4(trunk, trunk_config, block4_task, prefix)
+    trunk = _with_block4(trunk, trunk_config, export.block4_from_checkpoint(
+        prefix, block4_task, trunk_config))
     # A supervised network is evaluated like a converted TF-Slim one: at the
     # evaluation's stride (--output_stride), whatever stride it trained at.
     trunk_config = dataclasses.replace(
         trunk_config, output_stride=spec.trunk.output_stride)
   return Pretrained(spec, trunk_config, trunk, checkpoint=prefix,
-                    pretrain_alpha=alpha, bn_updates=_task_steps(prefix))
+                    pretrain_alpha=alpha, bn_updates=export.task_steps(prefix))
 
 
-def _block4_head_task(info: dict) -> Optional[str]:
-  """The run's task whose head holds the trunk's block 4 (tasks/base.py
-  ``BLOCK4_IN_HEAD``: the supervised "ImageNet labels" task), if any."""
-  from mtssl_tf.tasks import registry  # pylint: disable=g-import-not-at-top
-  for task in info.get("tasks", []):
-    if task in registry.names() and getattr(registry.get_module(task),
-                                            "BLOCK4_IN_HEAD", False):
-      return task
-  return None
-
-
-def _with_head_block4(trunk: tf_keras.Model, trunk_config, task: str,
-                      prefix: str) -> tf_keras.Model:
-  """``trunk`` (blocks 1-3) plus block 4 and the post-norm read from the
-  head of ``task`` in checkpoint ``prefix``.
-
-  The head's first layers are ``resnet_v2.block4`` with prefix
-  ``<task>_head/``; the same builder here makes a model whose layers are
-  tracked in the checkpoint exactly as the head's first ones
-  (``heads/<task>/layer_with_weights-i``); the rest of the head (pooling,
-  logits) is not read. Then each layer goes to the trunk's layer of the
-  same name without the prefix.
-  """
-  head_prefix = f"{task}_head/"
+def _with_block4(trunk: tf_keras.Model, trunk_config,
+                 block4: tf_keras.Model) -> tf_keras.Model:
+  """``trunk`` (blocks 1-3) and ``block4`` (``export.block4_model``: block 4
+  and the post-norm, layers named as the trunk's) as one trunk."""
   full = resnet_v2.build_trunk(dataclasses.replace(trunk_config,
                                                    include_block4=True))
   copy_weights(trunk, full)
-  channels = resnet_v2.block_output_channels(trunk_config.base_width)
-  features = tf_keras.Input((None, None, channels))
-  stub = tf_keras.Model(features, resnet_v2.block4(features, trunk_config,
-                                                   prefix=head_prefix))
-  _restore({"heads": {task: stub}}, prefix, f"The {task} head of checkpoint")
-  for layer in stub.layers:
-    if layer.get_weights():
-      full.get_layer(layer.name[len(head_prefix):]).set_weights(
-          layer.get_weights())
+  copy_weights(block4, full)
   return full
 
 
@@ -289,12 +272,28 @@ def _load_saved_model(spec: PretrainedSpec) -> Pretrained:
   trunk_config = config_lib.TrunkConfig(**info["trunk"])
   trunk = resnet_v2.build_trunk(trunk_config)
   lasso = _lasso_layers(info, trunk_config)
+  objects = {"trunk": trunk, "lasso": lasso}
+  if info.get("block4"):  # export.py: the module's block4 model
+    objects["block4"] = export.block4_model(trunk_config)
   prefix = os.path.join(path, "variables", "variables")
-  _restore({"trunk": trunk, "lasso": lasso}, prefix, "SavedModel variables")
+  _restore(objects, prefix, "SavedModel variables")
   alpha = {t: np.asarray(layer.normalized_alpha()).tolist()
            for t, layer in lasso.items()}
+  note = ""
+  if "block4" in objects:
+    trunk = _with_block4(trunk, trunk_config, objects["block4"])
+  supervised = export.block4_head_task(info.get("tasks", []))
+  if supervised:
+    # As its model_dir (_load_model_dir): the evaluation's stride.
+    trunk_config = dataclasses.replace(
+        trunk_config, output_stride=spec.trunk.output_stride)
+    if "block4" not in objects:
+      note = (f"Its run trained block 4 in the {supervised!r} head, but this "
+              f"export predates block-4 export: re-export it with "
+              f"python -m mtssl_tf.export --checkpoint=<model_dir>.")
   return Pretrained(spec, trunk_config, trunk, checkpoint=prefix,
-                    pretrain_alpha=alpha, bn_updates=info.get("bn_updates"))
+                    pretrain_alpha=alpha, bn_updates=info.get("bn_updates"),
+                    block4_note=note)
 
 
 def _load_slim(spec: PretrainedSpec) -> Pretrained:
