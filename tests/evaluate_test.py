@@ -41,6 +41,7 @@ def test_linear_probe_on_a_training_dir_writes_results(tmp_path):
   assert results["config"]["data"]["train_path"] == f"{root}/train"
   assert results["evaluated"]["source"] == "model_dir"
   assert results["evaluated"]["checkpoint"].endswith("ckpt-1")
+  assert results["evaluated"]["block4"] == "random"  # a self-supervised run
   # 3 training steps of BN updates: statistics re-estimated automatically.
   assert results["common"]["recompute_bn_stats"] == 1024
   assert results["counts"]["val_examples"] == 6
