@@ -29,8 +29,12 @@ Prints Markdown tables and writes every number to --output_json:
              floor of weights + gradients + slots.
   levers     issue 16's changes before/after (benchmarks/legacy.py): the
              elementwise RMSProp with the division by a group of one and
-             rp's 3x3-conv fc units against the fused kernel and 1x1 convs,
-             alternated in one process per task (--levers_tasks, --levers).
+             rp's 3x3-conv fc units against the fused kernel and 1x1 fc
+             units as matmuls, alternated in one process per task
+             (--levers_tasks, --levers). Variants: before; fused RMSProp
+             (only); 1x1 fc units (only); conv fc units (fused RMSProp, fc
+             units as 1x1 Conv2D layers: the state before the matmuls);
+             after.
              --compare_legacy also runs the tasks section with the old
              implementation (its own process: peak memory before/after).
   options    speed options a user can turn on in training (main.py flags):
@@ -77,7 +81,8 @@ from mtssl_tf.tasks import registry
 
 SECTIONS = ("tasks", "multitask", "trunk", "pipelines", "options",
             "breakdown", "levers")
-LEVERS = ("before", "fused RMSProp", "1x1 fc units", "after")
+LEVERS = ("before", "fused RMSProp", "1x1 fc units", "conv fc units",
+          "after")
 TASK_CHOICES = tuple(registry.names())
 RESULT_PREFIX = "BENCHMARK_RESULT "
 

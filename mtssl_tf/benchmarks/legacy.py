@@ -13,6 +13,11 @@ the same machine state. Nothing outside the benchmark uses them.
       residual units as a full ResNet-v2 bottleneck unit on a 1x1 map, whose
       3x3 conv stores 8 dead taps per weight (6.3M weights at the paper's
       widths). The current head (``models/heads.py``) builds that conv 1x1.
+  ``Conv1x1RelativePosition``  the fully-connected units' 1x1 convs as
+      ``Conv2D`` layers on the 1x1 map, whose backward pass TF computes ~3x
+      slower than the same products as matmuls; the current head's
+      ``heads.PointwiseConv`` holds the same variables and computes matmuls
+      with a hand-written backward pass.
 """
 
 import tensorflow as tf
@@ -53,18 +58,17 @@ def conv3x3_fc_unit(x, depth: int, depth_bottleneck: int, name: str,
 class Conv3x3RelativePosition(relative_position.Task):
   """rp with the 3x3-conv fully-connected units (same data, loss, names)."""
 
-  def build_head(self, feature_shape) -> tf_keras.Model:
+  def _fc_unit(self, x, name):
     cfg = self.config
-    features = tf_keras.Input(shape=tuple(feature_shape), name="features")
-    x = heads.patch_units(features, cfg.patch_units, "rp_head/patch",
-                          cfg.weight_decay)
-    x = tf_keras.layers.Flatten(name="rp_head/flatten")(x)
-    x = heads.GroupConsecutive(2, name="rp_head/pairs")(x)
-    for i in range(cfg.num_fc_units):
-      x = conv3x3_fc_unit(x, cfg.fc_width, cfg.fc_bottleneck,
-                          f"rp_head/fc_{i + 1}", cfg.weight_decay)
-    x = heads.final_preactivation(x, "rp_head/postnorm")
-    logits = tf_keras.layers.Dense(
-        relative_position.NUM_CLASSES, name="rp_head/logits",
-        kernel_regularizer=tf_keras.regularizers.l2(0.5 * cfg.weight_decay))(x)
-    return tf_keras.Model(features, {"logits": logits}, name="rp_head")
+    return conv3x3_fc_unit(x, cfg.fc_width, cfg.fc_bottleneck, name,
+                           cfg.weight_decay)
+
+
+class Conv1x1RelativePosition(relative_position.Task):
+  """rp with fully-connected units of 1x1 ``Conv2D`` layers (same variables)."""
+
+  def _fc_unit(self, x, name):
+    cfg = self.config
+    return heads.fc_residual_unit(x, cfg.fc_width, cfg.fc_bottleneck, name,
+                                  cfg.weight_decay,
+                                  conv_class=tf_keras.layers.Conv2D)

@@ -22,7 +22,8 @@ Kinds:
   breakdown where one task's step goes (``breakdown.py``).
   levers    one task's step before and after issue 16's changes
             (``legacy.py``: elementwise RMSProp dividing by a group of one,
-            rp's 3x3-conv fc units), alternated; ``variants`` picks them.
+            rp's 3x3-conv fc units, rp's fc units as 1x1 Conv2D layers
+            rather than matmuls), alternated; ``variants`` picks them.
 
 ``legacy: true`` in a task spec builds the pre-issue-16 step (its peak
 memory is then that of the old implementation).
@@ -54,10 +55,19 @@ def _trunk_config(spec) -> config_lib.TrunkConfig:
   return config_lib.TrunkConfig(**spec.get("trunk", {}))
 
 
-def _tasks(names, spec, old_heads: bool = False) -> Dict[str, object]:
+# rp's head formulations (legacy.py): the current one (fc units as matmuls),
+# 1x1 Conv2D fc units, 3x3-conv fc units (before issue 16).
+RP_HEADS = {"matmul": None, "conv1x1": legacy.Conv1x1RelativePosition,
+            "conv3x3": legacy.Conv3x3RelativePosition}
+
+
+def _tasks(names, spec, old_heads=False) -> Dict[str, object]:
   """Tasks at their defaults (the paper's) with the spec's overrides, built
-  for the spec's trunk. ``old_heads``: rp with its pre-issue-16 head
-  (``legacy.py``)."""
+  for the spec's trunk. ``old_heads``: rp with a replaced head, a key of
+  ``RP_HEADS`` (True: the pre-issue-16 ``conv3x3``)."""
+  if isinstance(old_heads, bool):
+    old_heads = "conv3x3" if old_heads else "matmul"
+  rp_class = RP_HEADS[old_heads]
   trunk = base.TrunkFacts.of(_trunk_config(spec))
   tasks = {}
   for name in names:
@@ -65,9 +75,8 @@ def _tasks(names, spec, old_heads: bool = False) -> Dict[str, object]:
     hints = typing.get_type_hints(config_class)
     values = {field: config_flags.parse_value(text, hints[field])
               for field, text in spec.get("overrides", {}).get(name, {}).items()}
-    if old_heads and name == "rp":
-      tasks[name] = legacy.Conv3x3RelativePosition(config_class(**values),
-                                                   trunk)
+    if rp_class and name == "rp":
+      tasks[name] = rp_class(config_class(**values), trunk)
     else:
       tasks[name] = registry.build(name, config_class(**values), trunk)
   return tasks
@@ -184,9 +193,10 @@ def run_pipeline(spec) -> dict:
           "batches": spec["steps"]}
 
 
-# Levers of the levers section: (old rp head, old optimizer).
-LEVERS = {"before": (True, True), "fused RMSProp": (True, False),
-          "1x1 fc units": (False, True), "after": (False, False)}
+# Levers of the levers section: (rp head of RP_HEADS, old optimizer).
+LEVERS = {"before": ("conv3x3", True), "fused RMSProp": ("conv3x3", False),
+          "1x1 fc units": ("matmul", True),
+          "conv fc units": ("conv1x1", False), "after": ("matmul", False)}
 
 
 def run_levers(spec) -> dict:

@@ -13,7 +13,9 @@ bottleneck unit on a 1x1 map, which is what the paper calls fully connected.
 On a 1x1 map a 3x3 "same" conv only ever uses its centre tap, so the unit's
 bottleneck conv is built 1x1: a 3x3 one would hold 8 x 512 x 512
 never-trained weights per unit, 6.3M over rp's three units, each with two
-RMSProp slots (issue 16).
+RMSProp slots (issue 16). Its 1x1 convs are computed as matmuls with a
+hand-written backward pass (``PointwiseConv``): same variables, same
+numerics, a faster backward for the few rows a siamese batch has.
 
 Parameter counts at the paper's widths (trainable, including batch norm's
 scale and offset), checked by tests/models/heads_test.py:
@@ -66,8 +68,66 @@ def patch_units(x, units: Sequence[Tuple[int, int, int]] = PATCH_UNITS,
   return x
 
 
-def _conv1x1(filters, name, weight_decay, use_bias, scale=2.0):
-  return tf_keras.layers.Conv2D(
+@tf.custom_gradient
+def few_rows_matmul(x, w):
+  """``x [N, C] @ w [C, F]`` with a backward pass fast for a large ``w``.
+
+  TensorFlow's own MatMul gradient computes ``dx = dy @ w^T`` with
+  ``transpose_b`` on the large ``w``; on CPU (oneDNN) that took 0.44-0.71 s
+  for rp's 9216 x 4608 projection at N = 2, against 0.03-0.06 s for the same
+  numbers as ``(w @ dy^T)^T``, whose transposes are of the small ``[N, *]``
+  operands only; 1x1 convolutions (``Conv2DBackpropInput`` / ``Filter``) are
+  as slow (tools/benchmark.py's ``levers`` section, issue 16). Written by hand
+  because TF has no switch for the transposition it picks; first-order only.
+
+  Args:
+    x: ``[N, C]``.
+    w: ``[C, F]``.
+
+  Returns:
+    ``[N, F]``, and its gradient function ``dy [N, F] -> (dx [N, C],
+    dw [C, F])``.
+  """
+  def grad(dy):
+    dx = tf.transpose(tf.matmul(w, tf.transpose(dy)))
+    dw = tf.matmul(tf.transpose(x), dy)
+    return dx, dw
+  return tf.matmul(x, w), grad
+
+
+@tf_keras.utils.register_keras_serializable(package="mtssl_tf")
+class PointwiseConv(tf_keras.layers.Conv2D):
+  """A 1x1 ``Conv2D`` computed as one matmul over all pixels.
+
+  ``[N, h, w, C] -> [N, h, w, filters]``, exactly a 1x1 ``Conv2D`` (same
+  ``kernel [1, 1, C, filters]`` and ``bias`` variables, names, initialisers,
+  regularisers and config, so checkpoints and the FLOP count are those of the
+  convolution), but the product is ``few_rows_matmul`` on the ``[N*h*w, C]``
+  rows: rp's fully-connected units run on 1x1 maps with a few rows, where
+  the convolution's backward pass is memory-bound and TF's kernels for it
+  are ~3x slower than a matmul's (issue 16).
+  """
+
+  def __init__(self, filters, kernel_size=1, **kwargs):
+    super().__init__(filters, kernel_size, **kwargs)
+    if self.kernel_size != (1, 1) or self.strides != (1, 1) or (
+        self.dilation_rate != (1, 1)) or self.groups != 1:
+      raise ValueError(
+          f"PointwiseConv is a 1x1 conv with stride 1, got kernel_size "
+          f"{self.kernel_size}, strides {self.strides}, dilation "
+          f"{self.dilation_rate}, groups {self.groups}.")
+
+  def convolution_op(self, inputs, kernel):
+    depth_in = kernel.shape[-2]
+    rows = tf.reshape(inputs, [-1, depth_in])
+    out = few_rows_matmul(rows, tf.reshape(kernel, [depth_in, self.filters]))
+    return tf.reshape(out, tf.concat([tf.shape(inputs)[:-1], [self.filters]],
+                                     0))
+
+
+def _conv1x1(filters, name, weight_decay, use_bias, scale=2.0,
+             conv_class=PointwiseConv):
+  return conv_class(
       filters, 1, use_bias=use_bias,
       kernel_initializer=tf_keras.initializers.VarianceScaling(
           scale=scale, mode="fan_in", distribution="truncated_normal"),
@@ -81,7 +141,7 @@ def _batch_norm(name):
 
 
 def fc_residual_unit(x, depth: int, depth_bottleneck: int, name: str,
-                     weight_decay: float = 1e-4):
+                     weight_decay: float = 1e-4, conv_class=PointwiseConv):
   """A "fully-connected" residual unit: ``[N, C_in]`` -> ``[N, depth]``.
 
   ``resnet_v2.bottleneck_unit`` on the ``[N, 1, 1, C_in]`` map, with its 3x3
@@ -103,6 +163,10 @@ def fc_residual_unit(x, depth: int, depth_bottleneck: int, name: str,
   distribution. Parameters: ``C_in * b + b * b + b * depth + depth`` weights
   and biases, ``2 * (C_in + 2 * b)`` batch-norm scales and offsets, plus
   ``C_in * depth + depth`` for a projection (b = depth_bottleneck).
+
+  ``conv_class`` builds the 1x1 convs: ``PointwiseConv`` (matmuls), or
+  ``tf_keras.layers.Conv2D``, which ``benchmarks/legacy.py`` passes to time
+  the formulation it replaced (same variables, same numbers).
   """
   depth_in = x.shape[-1]
   x = tf_keras.layers.Reshape((1, 1, depth_in), name=name + "/to_1x1")(x)
@@ -111,16 +175,18 @@ def fc_residual_unit(x, depth: int, depth_bottleneck: int, name: str,
   if depth == depth_in:
     shortcut = x
   else:
-    shortcut = _conv1x1(depth, name + "/shortcut", weight_decay, True)(preact)
+    shortcut = _conv1x1(depth, name + "/shortcut", weight_decay, True,
+                        conv_class=conv_class)(preact)
   residual = _conv1x1(depth_bottleneck, name + "/conv1", weight_decay,
-                      False)(preact)
+                      False, conv_class=conv_class)(preact)
   residual = _batch_norm(name + "/conv1/BatchNorm")(residual)
   residual = tf_keras.layers.ReLU(name=name + "/conv1_relu")(residual)
   residual = _conv1x1(depth_bottleneck, name + "/conv2", weight_decay, False,
-                      scale=2.0 / 9.0)(residual)
+                      scale=2.0 / 9.0, conv_class=conv_class)(residual)
   residual = _batch_norm(name + "/conv2/BatchNorm")(residual)
   residual = tf_keras.layers.ReLU(name=name + "/conv2_relu")(residual)
-  residual = _conv1x1(depth, name + "/conv3", weight_decay, True)(residual)
+  residual = _conv1x1(depth, name + "/conv3", weight_decay, True,
+                      conv_class=conv_class)(residual)
   x = tf_keras.layers.Add(name=name + "/add")([shortcut, residual])
   return tf_keras.layers.Flatten(name=name + "/flatten")(x)
 

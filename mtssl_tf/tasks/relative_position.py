@@ -37,8 +37,9 @@ fully-connected residual units 4608 wide with bottleneck 512 follow. The paper
 leaves open how 9216 becomes 4608: here the FIRST fully-connected unit maps
 9216 -> 4608 itself, its shortcut being a learned linear projection (TF-Slim's
 rule for a unit whose depth changes; 42.5M weights at full size), and the
-other two have identity shortcuts. A ResNet-v2 "postnorm" (BN + ReLU) and a
-linear layer give 8 logits. Loss: softmax cross-entropy; metric: accuracy.
+other two have identity shortcuts. Their 1x1 convs run as matmuls with a
+hand-written backward pass (``heads.PointwiseConv``, issue 16). A ResNet-v2
+"postnorm" (BN + ReLU) and a linear layer give 8 logits. Loss: softmax cross-entropy; metric: accuracy.
 """
 
 import dataclasses
@@ -247,13 +248,19 @@ class Task:
     x = tf_keras.layers.Flatten(name="rp_head/flatten")(x)
     x = heads.GroupConsecutive(2, name="rp_head/pairs")(x)
     for i in range(cfg.num_fc_units):
-      x = heads.fc_residual_unit(x, cfg.fc_width, cfg.fc_bottleneck,
-                                 f"rp_head/fc_{i + 1}", cfg.weight_decay)
+      x = self._fc_unit(x, f"rp_head/fc_{i + 1}")
     x = heads.final_preactivation(x, "rp_head/postnorm")
     logits = tf_keras.layers.Dense(
         NUM_CLASSES, name="rp_head/logits",
         kernel_regularizer=tf_keras.regularizers.l2(0.5 * cfg.weight_decay))(x)
     return tf_keras.Model(features, {"logits": logits}, name="rp_head")
+
+  def _fc_unit(self, x, name):
+    """One fully-connected unit ``[B, C] -> [B, fc_width]`` (benchmarks/
+    legacy.py overrides it with the formulations issue 16 replaced)."""
+    cfg = self.config
+    return heads.fc_residual_unit(x, cfg.fc_width, cfg.fc_bottleneck, name,
+                                  cfg.weight_decay)
 
   def loss(self, labels, outputs):
     return base.classification_loss(labels["position"], outputs["logits"])

@@ -115,6 +115,41 @@ def test_fc_unit_equals_a_bottleneck_unit_on_a_1x1_map(depth_in, depth):
   assert reference.count_params() - model.count_params() == dead
 
 
+@pytest.mark.parametrize("shape,use_bias", [((4, 1, 1, 7), True),
+                                            ((3, 2, 5, 6), False)])
+def test_pointwise_conv_equals_a_1x1_conv2d(shape, use_bias):
+  conv = tf_keras.layers.Conv2D(5, 1, use_bias=use_bias)
+  pointwise = heads.PointwiseConv(5, use_bias=use_bias)
+  x = tf.constant(np.random.default_rng(1).normal(size=shape), tf.float32)
+  conv(x), pointwise(x)
+  rng = np.random.default_rng(2)
+  values = [rng.normal(size=w.shape).astype(np.float32) for w in conv.weights]
+  conv.set_weights(values)
+  pointwise.set_weights(values)
+  assert [w.shape for w in pointwise.weights] == [w.shape for w in conv.weights]
+  probe = tf.constant(rng.normal(size=shape[:-1] + (5,)), tf.float32)
+  results = []
+  for layer in (conv, pointwise):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = layer(x)
+      objective = tf.reduce_sum(out * probe)
+    results.append([out] + tape.gradient(objective, [x] + layer.weights))
+  for got, want in zip(results[1], results[0]):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5,
+                               atol=1e-5)
+  # An independent check of the hand-written backward pass: dW = x^T dy.
+  np.testing.assert_allclose(
+      results[1][2].numpy()[0, 0],
+      np.einsum("nhwc,nhwf->cf", x.numpy(), probe.numpy()), rtol=1e-5,
+      atol=1e-5)
+  clone = heads.PointwiseConv.from_config(pointwise.get_config())
+  assert clone.filters == 5 and clone.kernel_size == (1, 1)
+  with pytest.raises(ValueError, match="1x1 conv"):
+    heads.PointwiseConv(5, 3)
+
+
 def _count(model):
   return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 

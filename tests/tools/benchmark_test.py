@@ -56,7 +56,8 @@ def test_smoke_run_prints_tables_and_writes_json(tmp_path):
 def test_breakdown_and_levers_sections_run(tmp_path):
   out = tmp_path / "bench.json"
   result = _run("--sections=breakdown,levers", "--breakdown_tasks=rp",
-                "--levers_tasks=rp", "--levers=before,1x1 fc units,after",
+                "--levers_tasks=rp",
+                "--levers=before,conv fc units,after",
                 "--depth=14", "--base_width=8", "--warmup=1", "--rounds=1",
                 "--rp.patch_units=((32,8,2),(16,8,2))",
                 "--rp.fc_width=32",
@@ -69,7 +70,7 @@ def test_breakdown_and_levers_sections_run(tmp_path):
   assert set(breakdown["parts"]) == set(report.BREAKDOWN_PARTS)
   assert breakdown["param_counts"]["head"] > 0
   (levers,) = results["levers"]
-  assert set(levers["step_seconds"]) == {"before", "1x1 fc units", "after"}
+  assert set(levers["step_seconds"]) == {"before", "conv fc units", "after"}
 
 
 @pytest.mark.slow
@@ -151,7 +152,10 @@ def test_report_breakdown_and_levers_from_known_measurements():
                 "update": 0.25, "other": 0.25}}]
   results["levers"] = [{
       "task": "rp", "training_flops": 90 * gflop, "examples_per_step": 2,
-      "step_seconds": {"before": 3.0, "after": 2.0}}]
+      "step_seconds": {"before": 3.0, "after": 2.0}}, {
+          "task": "ex", "training_flops": 90 * gflop, "examples_per_step": 2,
+          "matmul_gflops": 60.0,
+          "step_seconds": {"conv fc units": 4.5, "after": 3.0}}]
   text = report.markdown(results)
   # The legacy row is labelled and ignored by the rates and targets.
   assert "| rp | before (legacy) | float32 | 2 | 4 |" in text
@@ -162,9 +166,13 @@ def test_report_breakdown_and_levers_from_known_measurements():
   assert ("| rp | 2.5 | 0.500 (20%) | 1.000 (40%) | 0.250 (10%) | "
           "0.250 (10%) | 0.250 (10%) | 0.250 (10%) | 1 | 33.3 | 50 | 30 | "
           "1.0M + 3.0M | 61.8 | 400 | 3000 |") in text
-  # Levers: 90 GFLOP in 3 s = 30 GFLOP/s = 25%; after 1.5x faster.
-  assert "| rp | before | 3 | 30 | 25 | 1 |" in text
-  assert "| rp | after | 2 | 45 | 37.5 | 1.5 |" in text
+  # Levers: 90 GFLOP in 3 s = 30 GFLOP/s = 25% of the run's peak (the row
+  # has no own peak); after 1.5x faster. The second row: 20 GFLOP/s = 33.3%
+  # of its own process's 60, against its first variant.
+  assert "| rp | before | 3 | 30 | 120 | 25 | 1 |" in text
+  assert "| rp | after | 2 | 45 | 120 | 37.5 | 1.5 |" in text
+  assert "| ex | conv fc units | 4.5 | 20 | 60 | 33.3 | 1 |" in text
+  assert "| ex | after | 3 | 30 | 60 | 50 | 1.5 |" in text
 
 
 def test_report_table_cells():
