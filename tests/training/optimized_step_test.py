@@ -87,6 +87,7 @@ def test_three_updates_match_the_replaced_implementation():
   assert int(new_opt.iterations.numpy()) == 2
 
 
+@pytest.mark.slow
 def test_matmul_fc_units_restore_conv_checkpoints_and_match_them(tmp_path):
   """rp's fc units as ``heads.PointwiseConv`` (matmuls with a hand-written
   backward pass) against the 1x1 ``Conv2D`` form they replaced: a checkpoint
