@@ -55,14 +55,18 @@ def test_linear_probe_on_a_training_dir_writes_results(tmp_path):
   assert again.returncode == 0 and "exists" in again.stdout
 
 
+# The first case is the quick tier's smoke test of the entry point; each
+# further case costs a process start (~7 s of CPU).
 @pytest.mark.parametrize("args, message", [
     (["--eval=imagenet_linear"], "exactly one of"),
-    (["--eval=imagenet_linear", "--random_init", "--model_dir=/x"],
-     "exactly one of"),
-    (["--eval=imagenet_linear", "--random_init",
-      "--imagenet_linear.data.source=folder"], "train_path is required"),
-    (["--eval=imagenet_linear", "--random_init",
-      "--imagenet_linear.steps=many"], "--imagenet_linear.steps"),
+    pytest.param(["--eval=imagenet_linear", "--random_init", "--model_dir=/x"],
+                 "exactly one of", marks=pytest.mark.slow),
+    pytest.param(["--eval=imagenet_linear", "--random_init",
+                  "--imagenet_linear.data.source=folder"],
+                 "train_path is required", marks=pytest.mark.slow),
+    pytest.param(["--eval=imagenet_linear", "--random_init",
+                  "--imagenet_linear.steps=many"], "--imagenet_linear.steps",
+                 marks=pytest.mark.slow),
 ])
 def test_start_up_errors_write_nothing(tmp_path, args, message):
   done = _evaluate(*args, f"--output_dir={tmp_path}/out")

@@ -46,6 +46,7 @@ def test_easy_colour_classes_are_learned(imagenet, tmp_path):
   assert result.counts["train_examples"] == 24
 
 
+@pytest.mark.slow  # three runs, each with BN re-estimation and evaluation
 def test_resume_after_a_kill_gives_the_uninterrupted_result(imagenet,
                                                             tmp_path):
   whole = imagenet_linear.run(_context(tmp_path / "whole"),

@@ -1,6 +1,7 @@
 """k-NN: the vote against a straightforward loop, and end to end."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mtssl_tf.data import labelled_images
@@ -24,6 +25,7 @@ def test_scores_match_a_straightforward_loop():
     np.testing.assert_allclose(row, expected, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_knn_end_to_end_on_colour_classes(tmp_path):
   root = eval_fixtures.write_imagenet(str(tmp_path / "inet"),
                                       per_class=(5, 3))

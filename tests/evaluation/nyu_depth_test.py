@@ -110,6 +110,7 @@ def test_augmentation_keeps_image_and_depth_aligned():
     assert dep.max() <= 4.0 + 1e-5
 
 
+@pytest.mark.slow
 def test_mat_source_trains_resumes_and_measures(tmp_path):
   ctx = _context(tmp_path / "run")
   cfg = _tiny_config(max_steps=2, synthetic_train=16, synthetic_test=4)

@@ -68,6 +68,7 @@ def devkit(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 def test_svm_and_low_shot_end_to_end_and_resume(devkit, tmp_path,
                                                monkeypatch):
   ctx = eval_base.EvalContext(

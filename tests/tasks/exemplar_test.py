@@ -129,6 +129,7 @@ def test_make_example_inside_tf_data_gives_two_views():
     assert float(tf.reduce_mean(tf.abs(v[0] - v[1]))) > 1e-3  # augmented
 
 
+@pytest.mark.slow
 def test_make_dataset_from_every_source(tmp_path):
   task = ex.Task()
   data_configs = [

@@ -131,6 +131,7 @@ def _check_batch(images, labels, batch_size):
   assert set(labels["position"].numpy()) <= set(range(8))
 
 
+@pytest.mark.slow
 def test_make_dataset_from_every_source(tmp_path):
   task = rp.Task()
   data_configs = [

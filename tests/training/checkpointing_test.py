@@ -83,6 +83,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_model_dir_lock_names_the_holder_and_dies_with_it(tmp_path):
   model_dir = str(tmp_path / "run")
   holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, model_dir],

@@ -182,6 +182,7 @@ def test_nan_guard_on_a_fresh_run_saves_nothing(tmp_path):
   assert tf.train.latest_checkpoint(str(tmp_path)) is None
 
 
+@pytest.mark.slow
 def test_resume_passes_over_a_nonfinite_checkpoint(tmp_path):
   """A checkpoint with NaN (from a version without the guard) is never
   resumed from: the newest finite one is."""

@@ -113,6 +113,7 @@ def test_steps_per_call_matches_one_step_per_call(tmp_path):
   assert reader.get_tensor("state/global_step/.ATTRIBUTES/VARIABLE_VALUE") == 5
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_keeps_float32_variables(tmp_path):
   result, _ = _train(tmp_path, mixed_precision="mixed_bfloat16")
   trunk = result.network.trunk
