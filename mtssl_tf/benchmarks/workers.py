@@ -224,9 +224,11 @@ def run_breakdown(spec) -> dict:
   name = spec["task"]
   tasks = _tasks([name], spec)
   rss_start = timing.peak_memory_mb()
+  peak = timing.matmul_peak()
   result = breakdown.measure(_trunk_config(spec), tasks[name],
                              spec["batch_size"], spec["rounds"],
                              spec["warmup"])
+  result["matmul_gflops"] = max(peak, timing.matmul_peak())
   counts = flops.task_flops(_trunk_config(spec), tasks[name],
                             spec["batch_size"])
   result.update(trunk_flops=counts["trunk"], head_flops=counts["head"],
