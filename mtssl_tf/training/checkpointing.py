@@ -35,7 +35,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,6 +64,23 @@ class RunState(tf.Module):
     values.update({f"steps_{t}": int(v.numpy())
                    for t, v in self.task_steps.items()})
     return values
+
+
+def model_state(network, optimizers, state) -> Tuple[dict, list]:
+  """What a training checkpoint holds, and every value in it.
+
+  Returns ``(objects, values)``: the trackables of a
+  ``tf.train.Checkpoint(**objects)`` (trunk, heads, lasso, per-task
+  optimizers, run state), and the variables of trunk, heads, lasso and
+  optimizers, which must all be finite before a save (issue 11: no
+  checkpoint ever holds non-finite values). Shared by the synchronous loop
+  and the parameter-server mode, so both save and check the same set.
+  """
+  objects = dict(trunk=network.trunk, heads=network.heads,
+                 lasso=network.lasso, optimizers=optimizers, state=state)
+  modules = ([network.trunk] + list(network.heads.values()) +
+             list(network.lasso.values()) + list(optimizers.values()))
+  return objects, [v for module in modules for v in module.variables]
 
 
 def run_info(tasks: Sequence[str], trunk_config, lasso: bool) -> dict:

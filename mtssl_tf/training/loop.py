@@ -250,14 +250,8 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
     state = checkpointing.RunState(names)
 
   # ---- Checkpoint: restore or initialise -----------------------------------
-  model_state = dict(trunk=network.trunk, heads=network.heads,
-                     lasso=network.lasso, optimizers=opts, state=state)
-  # Every value a checkpoint holds, checked finite before each save.
-  saved_values = [v for module in ([network.trunk] +
-                                   list(network.heads.values()) +
-                                   list(network.lasso.values()) +
-                                   list(opts.values()))
-                  for v in module.variables]
+  # What a checkpoint holds; every value is checked finite before each save.
+  model_state, saved_values = checkpointing.model_state(network, opts, state)
   # The input pipelines' positions make resume exact (the same examples as
   # an uninterrupted run). One worker only: only the chief's checkpoint is
   # restored, and every worker has its own pipeline.

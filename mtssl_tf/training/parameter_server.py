@@ -267,14 +267,8 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
                                 jit_compile=cfg.jit_compile)
 
   # ---- Checkpoint: restore or initialise -----------------------------------
-  model_state = dict(trunk=network.trunk, heads=network.heads,
-                     lasso=network.lasso, optimizers=opts, state=state)
-  # Every value a checkpoint holds, checked finite at each save.
-  saved_values = [v for module in ([network.trunk] +
-                                   list(network.heads.values()) +
-                                   list(network.lasso.values()) +
-                                   list(opts.values()))
-                  for v in module.variables]
+  # What a checkpoint holds; every value is checked finite at each save.
+  model_state, saved_values = checkpointing.model_state(network, opts, state)
   ckpt = tf.train.Checkpoint(**model_state)
   manager = tf.train.CheckpointManager(ckpt, cfg.model_dir,
                                        max_to_keep=cfg.keep_checkpoints)
