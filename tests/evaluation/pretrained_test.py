@@ -160,6 +160,7 @@ def _assert_same_as_network(trunk, network):
   assert block4 == len(head_layers) - 1  # all but the logits
 
 
+@pytest.mark.slow
 def test_supervised_block4_round_trips_through_the_saved_model(tmp_path,
                                                                caplog):
   network = _write_supervised_model_dir(str(tmp_path / "run"))

@@ -259,13 +259,13 @@ def test_nothing_is_written_before_the_inputs_are_validated(tmp_path):
 
 
 def test_first_eta_excludes_tracing(tmp_path):
-  """Tracing the step takes 8 s here; the ETA of the first progress line
-  (2 steps left) comes from the steps after it (it said >= 8 s before)."""
-  _, lines = _train(tmp_path, _tasks("a", trace_seconds=8.0), max_steps=4,
+  """Tracing the step takes 4 s here; the ETA of the first progress line
+  (2 steps left) comes from the steps after it (it said >= 4 s before)."""
+  _, lines = _train(tmp_path, _tasks("a", trace_seconds=4.0), max_steps=4,
                     log_every_steps=2, checkpoint_every_steps=0)
   first = [line for line in lines if line.startswith("step 2/4")][0]
   hours, minutes, seconds = map(int, first.rsplit("ETA ", 1)[1].split(":"))
-  assert hours * 3600 + minutes * 60 + seconds < 4, first
+  assert hours * 3600 + minutes * 60 + seconds < 3, first
 
 
 @pytest.mark.slow
