@@ -428,6 +428,7 @@ def test_named_dataset_reads_each_input_once_in_order(tmp_path):
                    "b.tfrecord#1", "b.tfrecord#2"]
 
 
+@pytest.mark.slow
 def test_tfds_source_reads_past_a_damaged_shard(tmp_path):
   """A TFDS shard with a corrupted record (bad CRC): TFDS's reader stopped
   the run with a DataLossError; the records before the damage are used and

@@ -61,6 +61,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(imagenet,
       whole.details["final_train_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_only_lasso_trains_alpha_not_the_trunk(imagenet, tmp_path,
                                                     monkeypatch):
   ctx = _context(tmp_path, lasso=True, trunk=dataclasses.replace(

@@ -53,6 +53,7 @@ def test_block4_and_other_stride_keep_every_block3_weight(tmp_path):
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_saved_model_round_trip_without_block4(tmp_path, caplog):
   # A self-supervised run: no block 4 to export; its own stride is kept.
   source = eval_fixtures.write_model_dir(str(tmp_path / "run"))

@@ -162,6 +162,7 @@ def _check_batch(dataset, batch=2, size=64):
   assert labels["colour"].shape == (batch,)
 
 
+@pytest.mark.slow
 def test_datasets_from_all_sources(tmp_path):
   task = colorization.Task(TINY)
   _check_batch(task.make_dataset(config_lib.DataConfig(), 2, seed=0)[0])

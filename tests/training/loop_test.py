@@ -81,6 +81,7 @@ def test_a_head_is_only_updated_by_its_task(tmp_path):
   assert any(changed("trunk/"))
 
 
+@pytest.mark.slow
 def test_steps_per_cycle_and_compute_accounting(tmp_path):
   result, lines = _train(tmp_path, _tasks("a", "b"), max_steps=3,
                          steps_per_cycle={"a": 2}, task_step_cost={"b": 2.5},
