@@ -262,8 +262,8 @@ def _train(cleanup, trunk_config, tasks, data, cfg, strategy, log):
   latest = tf.train.latest_checkpoint(cfg.model_dir)  # the chief's
   if latest:
     latest = restore_finite(latest, tf.train.Checkpoint(**model_state),
-                      tf.train.Checkpoint(data=data_state), saved_values,
-                      cfg.model_dir, log)
+                            tf.train.Checkpoint(data=data_state),
+                            saved_values, cfg.model_dir, log)
     log(f"Resumed from {latest} at {state.as_dict()}")
   elif resumed_run:
     log(f"{cfg.model_dir} has run.json but no checkpoint: starting at 0.")
