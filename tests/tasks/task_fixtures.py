@@ -27,8 +27,9 @@ def _jpeg(seed, height, width):
   return buffer.getvalue()
 
 
-def image_folder(root, count=3):
-  """A folder of ``count`` JPEGs (one tiny) plus one corrupt file."""
+def image_folder(root, count=3, non_image=False):
+  """A folder of ``count`` JPEGs (one tiny) plus one corrupt file, and with
+  ``non_image`` a text file (``notes.txt``, skipped as unsupported_format)."""
   os.makedirs(root, exist_ok=True)
   sizes = [(300, 400), (64, 48), (500, 260)]
   for i in range(count):
@@ -36,6 +37,9 @@ def image_folder(root, count=3):
       f.write(_jpeg(i, *sizes[i % len(sizes)]))
   with open(os.path.join(root, "broken.jpg"), "wb") as f:
     f.write(b"\xff\xd8 not really a jpeg")
+  if non_image:
+    with open(os.path.join(root, "notes.txt"), "w", encoding="utf-8") as f:
+      f.write("not an image")
   return config.DataConfig("folder", root)
 
 

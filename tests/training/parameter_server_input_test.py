@@ -6,19 +6,13 @@ refused), on a folder with a corrupt image and a non-image file."""
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf import config
 from mtssl_tf.tasks import registry
 from mtssl_tf.training import parameter_server
+from tests.tasks import task_fixtures
 
 
 def _folder(tmp_path):
-  rng = np.random.default_rng(0)
-  for i in range(3):
-    image = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
-    tf.io.write_file(str(tmp_path / f"good{i}.png"), tf.io.encode_png(image))
-  (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-  (tmp_path / "notes.txt").write_text("not an image")
-  return config.DataConfig(source="folder", path=str(tmp_path))
+  return task_fixtures.image_folder(str(tmp_path), non_image=True)
 
 
 def _refuse_variables(next_creator, **kwargs):

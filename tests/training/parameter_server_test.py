@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.tasks import task_fixtures
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
@@ -249,13 +251,7 @@ def test_builtin_tasks_train_through_the_launcher(tmp_path):
   # rp and col on a folder with a corrupt image and a non-image file: each
   # task's worker pipeline counts its skips into the chief's counter.
   images = tmp_path / "images"
-  images.mkdir()
-  rng = np.random.default_rng(0)
-  for i in range(3):
-    pixels = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    tf.io.write_file(str(images / f"good{i}.png"), tf.io.encode_png(pixels))
-  (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-  (images / "notes.txt").write_text("not an image")
+  task_fixtures.image_folder(str(images), non_image=True)
   model_dir = tmp_path / "run"
   code, output = _launch_main(TINY_RP_COL + [
       "--image_source=folder", f"--image_path={images}", "--max_steps=4",
