@@ -72,3 +72,18 @@ class Conv1x1RelativePosition(relative_position.Task):
     return heads.fc_residual_unit(x, cfg.fc_width, cfg.fc_bottleneck, name,
                                   cfg.weight_decay,
                                   conv_class=tf_keras.layers.Conv2D)
+
+
+# Replaced task classes by head variant, per task: the levers section
+# (workers.py) builds a task through ``task_class`` and so names no task.
+HEAD_VARIANTS = {"rp": {"conv1x1": Conv1x1RelativePosition,
+                        "conv3x3": Conv3x3RelativePosition}}
+
+
+def task_class(name: str, variant: str):
+  """The class that builds task ``name`` with head ``variant`` ("matmul":
+  the current head), or None for the registry's own ``Task``. A variant a
+  task does not have is the current head (only rp's fc units changed)."""
+  if variant not in ("matmul", "conv1x1", "conv3x3"):
+    raise ValueError(f"Unknown head variant {variant!r}.")
+  return HEAD_VARIANTS.get(name, {}).get(variant)

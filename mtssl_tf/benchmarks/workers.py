@@ -55,19 +55,13 @@ def _trunk_config(spec) -> config_lib.TrunkConfig:
   return config_lib.TrunkConfig(**spec.get("trunk", {}))
 
 
-# rp's head formulations (legacy.py): the current one (fc units as matmuls),
-# 1x1 Conv2D fc units, 3x3-conv fc units (before issue 16).
-RP_HEADS = {"matmul": None, "conv1x1": legacy.Conv1x1RelativePosition,
-            "conv3x3": legacy.Conv3x3RelativePosition}
-
-
 def _tasks(names, spec, old_heads=False) -> Dict[str, object]:
   """Tasks at their defaults (the paper's) with the spec's overrides, built
-  for the spec's trunk. ``old_heads``: rp with a replaced head, a key of
-  ``RP_HEADS`` (True: the pre-issue-16 ``conv3x3``)."""
+  for the spec's trunk. ``old_heads``: a head variant of
+  ``legacy.task_class`` ("matmul": the current heads, "conv1x1", "conv3x3";
+  True: the pre-issue-16 ``conv3x3``) for the tasks that had another."""
   if isinstance(old_heads, bool):
     old_heads = "conv3x3" if old_heads else "matmul"
-  rp_class = RP_HEADS[old_heads]
   trunk = base.TrunkFacts.of(_trunk_config(spec))
   tasks = {}
   for name in names:
@@ -75,8 +69,9 @@ def _tasks(names, spec, old_heads=False) -> Dict[str, object]:
     hints = typing.get_type_hints(config_class)
     values = {field: config_flags.parse_value(text, hints[field])
               for field, text in spec.get("overrides", {}).get(name, {}).items()}
-    if rp_class and name == "rp":
-      tasks[name] = rp_class(config_class(**values), trunk)
+    replaced = legacy.task_class(name, old_heads)
+    if replaced:
+      tasks[name] = replaced(config_class(**values), trunk)
     else:
       tasks[name] = registry.build(name, config_class(**values), trunk)
   return tasks
@@ -193,7 +188,8 @@ def run_pipeline(spec) -> dict:
           "batches": spec["steps"]}
 
 
-# Levers of the levers section: (rp head of RP_HEADS, old optimizer).
+# Levers of the levers section: (head variant of legacy.task_class, old
+# optimizer).
 LEVERS = {"before": ("conv3x3", True), "fused RMSProp": ("conv3x3", False),
           "1x1 fc units": ("matmul", True),
           "conv fc units": ("conv1x1", False), "after": ("matmul", False)}

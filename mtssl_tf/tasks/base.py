@@ -30,11 +30,12 @@ A task may also define ``learning_rate_decay(global_batch_size)`` returning
 calls it after ``make_dataset``, with the task's batch summed over its
 replicas). The self-supervised tasks have none (paper §4: no schedule).
 
-A ``Config`` may define ``validate()`` (raises ValueError naming a field the
+A ``Config`` defines ``validate()`` (raises ValueError naming a field the
 task cannot train with; ``check_config`` below does the common checks;
 ``registry.build`` and the entry point call it) and ``scale_head(multiplier)``
 (the Config with every hidden width of the head times ``multiplier``, 1 the
-paper's; ``--head_width_multiplier``; see ``scale_width``).
+paper's; ``--head_width_multiplier``; see ``scale_width``);
+``tests/tasks/contract_test.py`` checks both for every registered task.
 
 The training loop only uses this contract, so adding a task means one module
 plus one line in ``registry.py``; ``tests/tasks/contract_test.py`` holds

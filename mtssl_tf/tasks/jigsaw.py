@@ -102,6 +102,33 @@ class Config:
   fc_width: int = 4096
   weight_decay: float = 1e-4
 
+  def validate(self) -> None:
+    base.check_config(
+        self, positive=("num_permutations", "resize_size", "crop_size",
+                        "tile_size", "patch_units", "tile_width", "fc_width"),
+        non_negative=("permutation_seed", "brightness", "contrast",
+                      "saturation", "hue", "weight_decay"),
+        fractions=("contrast", "saturation"))
+    if self.num_permutations > MAX_PERMUTATIONS:
+      raise ValueError(f"jigsaw Config: num_permutations="
+                       f"{self.num_permutations} must be <= 9! = "
+                       f"{MAX_PERMUTATIONS}.")
+    if self.hue > 0.5:  # tf.image's hue delta is a fraction of the circle
+      raise ValueError(f"jigsaw Config: hue={self.hue} must be in [0, 0.5].")
+    if self.crop_size // GRID < self.tile_size:
+      raise ValueError(f"jig: tile_size ({self.tile_size}) must fit in a "
+                       f"cell of crop_size // 3 ({self.crop_size // GRID}).")
+    if self.resize_size < self.crop_size:
+      raise ValueError(f"jig: resize_size ({self.resize_size}) must be at "
+                       f"least crop_size ({self.crop_size}).")
+
+  def scale_head(self, multiplier: float) -> "Config":
+    """Hidden widths times ``multiplier``; |P| (the classes) is kept."""
+    return dataclasses.replace(
+        self, patch_units=base.scale_units(self.patch_units, multiplier),
+        tile_width=base.scale_width(self.tile_width, multiplier),
+        fc_width=base.scale_width(self.fc_width, multiplier))
+
 
 # A tiny configuration for tests and smoke runs (tasks/base.py): trains in
 # seconds on a depth-14, width-8 trunk.
@@ -217,12 +244,7 @@ class Task:
   def __init__(self, cfg: Config = Config(),
                trunk: base.TrunkFacts = base.PAPER_TRUNK):
     del trunk  # the head takes the feature shape it is given
-    if cfg.crop_size // GRID < cfg.tile_size:
-      raise ValueError(f"jig: tile_size ({cfg.tile_size}) must fit in a cell "
-                       f"of crop_size // 3 ({cfg.crop_size // GRID}).")
-    if cfg.resize_size < cfg.crop_size:
-      raise ValueError(f"jig: resize_size ({cfg.resize_size}) must be at "
-                       f"least crop_size ({cfg.crop_size}).")
+    cfg.validate()
     self.config = cfg
     self.permutations = permutation_set(cfg.num_permutations,
                                         cfg.permutation_seed)

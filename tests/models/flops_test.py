@@ -117,3 +117,47 @@ def test_task_flops_siamese_trunk_sees_two_images_per_example():
   counts = flops.task_flops(TINY, rp, batch_size=3)
   assert counts["trunk"] == flops.trunk_flops(TINY, 32, 32, batch_size=6)
   assert counts["head"] > 0
+
+
+def _unit_by_hand(rows, h, c, depth, bottleneck, stride):
+  """One bottleneck unit on ``[rows, h, h, c]`` (depth != c: a projection
+  shortcut), counted by hand: affine layers only."""
+  o = -(-h // stride)
+  return (2 * rows * h * h * c  # preact batch norm
+          + rows * o * o * depth * (2 * c + 1)  # shortcut 1x1/stride, bias
+          + rows * h * h * bottleneck * 2 * c  # conv1 1x1, no bias
+          + 2 * rows * h * h * bottleneck  # its batch norm
+          + rows * o * o * bottleneck * 2 * 9 * bottleneck  # conv2 3x3/stride
+          + 2 * rows * o * o * bottleneck  # its batch norm
+          + rows * o * o * depth * (2 * bottleneck + 1))  # conv3 1x1, bias
+
+
+def test_task_flops_rotation_head_hand_count():
+  rot = registry.build("rot", registry.get_module("rot").Config(
+      image_size=64, resize_size=64, patch_units=((32, 8, 2),)))
+  counts = flops.task_flops(TINY, rot, batch_size=2)
+  h, _, c = flops.feature_shape_of(TINY, 64, 64)
+  assert (h, c) == (8, 128)
+  rows = 2 * 4  # all four rotations of each example go through the trunk
+  assert counts["trunk"] == flops.trunk_flops(TINY, 64, 64, rows)
+  # unit 8x8x128 -> 4x4x32, postnorm batch norm, pooling (0), dense 32 -> 4.
+  expected = (_unit_by_hand(rows, 8, c, 32, 8, 2) + 2 * rows * 4 * 4 * 32 +
+              rows * 4 * (2 * 32 + 1))
+  assert counts["head"] == expected
+  assert counts["training"] == 3 * (counts["trunk"] + counts["head"])
+
+
+def test_task_flops_jigsaw_head_hand_count():
+  jig = registry.build("jig", registry.get_module("jig").Config(
+      num_permutations=10, resize_size=192, crop_size=192, tile_size=64,
+      patch_units=((32, 8, 2),), tile_width=12, fc_width=20))
+  counts = flops.task_flops(TINY, jig, batch_size=2)
+  h, _, c = flops.feature_shape_of(TINY, 64, 64)
+  tiles = 2 * 9  # the trunk sees every tile of every example
+  assert counts["trunk"] == flops.trunk_flops(TINY, 64, 64, tiles)
+  # Per tile: unit 8x8x128 -> 4x4x32, postnorm, flatten, dense 512 -> 12;
+  # per example (9 tiles concatenated): dense 108 -> 20, dense 20 -> |P|.
+  expected = (_unit_by_hand(tiles, h, c, 32, 8, 2) + 2 * tiles * 4 * 4 * 32 +
+              tiles * 12 * (2 * 512 + 1) + 2 * 20 * (2 * 108 + 1) +
+              2 * 10 * (2 * 20 + 1))
+  assert counts["head"] == expected

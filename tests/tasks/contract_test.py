@@ -72,6 +72,21 @@ def test_every_option_is_a_documented_flag(name):
                                  dataclasses.fields(module.Config)}
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_config_validates_and_scales_its_head(name):
+  """Start-up validation and --head_width_multiplier work for every task
+  (the six-task run with narrow heads needs every task's scale_head)."""
+  module = registry.get_module(name)
+  paper = module.Config()
+  paper.validate()
+  module.TINY.validate()
+  assert paper.scale_head(1.0) == paper
+  small = paper.scale_head(0.125)
+  small.validate()
+  assert type(small) is module.Config
+  registry.build(name, small)  # e.g. jig: 9 tiles' widths still fit
+
+
 def test_task_is_a_base_task(built):
   task, module = built["task"], built["module"]
   assert isinstance(task, base.Task)

@@ -186,3 +186,19 @@ def test_registered_and_validated():
     jig.Task(jig.Config(resize_size=200))
   with pytest.raises(ValueError, match="num_permutations"):
     jig.permutation_set(0)
+  for bad, match in [(dict(num_permutations=0), "num_permutations=0 must be"),
+                     (dict(num_permutations=400_000), r"must be <= 9!"),
+                     (dict(hue=0.7), r"hue=0.7 must be in \[0, 0.5\]"),
+                     (dict(contrast=1.5), r"contrast=1.5 must be in \[0, 1\]"),
+                     (dict(brightness=-0.1), "brightness=-0.1 must be >= 0"),
+                     (dict(fc_width=0), "fc_width=0 must be > 0")]:
+    with pytest.raises(ValueError, match=match):
+      registry.build("jig", jig.Config(**bad))
+
+
+def test_scale_head_scales_hidden_widths_not_the_classes():
+  small = jig.Config().scale_head(0.125)
+  assert small.patch_units == ((128, 16, 2), (64, 16, 2))
+  assert (small.tile_width, small.fc_width) == (128, 512)
+  assert small.num_permutations == 1000 and small.tile_size == 64
+  assert jig.Config().scale_head(1.0) == jig.Config()

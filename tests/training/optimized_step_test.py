@@ -18,12 +18,26 @@ import tensorflow as tf
 from mtssl_tf import config
 from mtssl_tf.benchmarks import legacy
 from mtssl_tf.models import multitask
+from mtssl_tf.tasks import registry
 from mtssl_tf.tasks import relative_position as rp
 from mtssl_tf.training import optimizers
 from tests.tasks import task_fixtures
 
 TINY = rp.Config(patch_units=task_fixtures.TINY_PATCH_UNITS, fc_width=24,
                  fc_bottleneck=8)
+
+
+def test_benchmark_head_variants_belong_to_the_task_that_had_them():
+  """The levers section builds tasks by variant (``legacy.task_class``),
+  so ``benchmarks/workers.py`` names no task."""
+  assert legacy.task_class("rp", "conv3x3") is legacy.Conv3x3RelativePosition
+  assert legacy.task_class("rp", "conv1x1") is legacy.Conv1x1RelativePosition
+  assert legacy.task_class("rp", "matmul") is None
+  for name in registry.names():
+    if name != "rp":
+      assert legacy.task_class(name, "conv3x3") is None, name
+  with pytest.raises(ValueError, match="Unknown head variant"):
+    legacy.task_class("rp", "conv5x5")
 
 
 def _centre(value, shape):
