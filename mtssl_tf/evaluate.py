@@ -89,9 +89,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of data order and init.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Run again even if --output_dir holds results.json.")
 
-AUTO_BN_IMAGES = 1024
-
-
 def _define_evaluation_flags():
   for name in eval_registry.names():
     config_flags.define_flags(name, eval_registry.get_module(name).Config)
@@ -166,14 +163,7 @@ def run(argv):
         print(f.read())
       return 0
     os.makedirs(output_dir, exist_ok=True)
-    bn_images = _RECOMPUTE_BN.value
-    if bn_images < 0:
-      bn_images = AUTO_BN_IMAGES if loaded.bn_statistics_stale() else 0
-    elif bn_images == 0 and loaded.bn_statistics_stale():
-      print(f"warning: the batch-norm statistics of {loaded.name} have seen "
-            f"{loaded.bn_updates} updates and still weigh their initial "
-            f"values >10%; in inference mode its activations may explode. "
-            f"Use --recompute_bn_stats=1024.", file=sys.stderr)
+    bn_images = loaded.bn_images(_RECOMPUTE_BN.value)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     writer = tf.summary.create_file_writer(output_dir)
     ctx = eval_base.EvalContext(

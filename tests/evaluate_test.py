@@ -49,6 +49,12 @@ def test_linear_probe_on_a_training_dir_writes_results(tmp_path):
   assert row.splitlines()[0] == "| evaluated | evaluation | top1 | top5 |"
   assert row.splitlines()[2].startswith("| run | imagenet_linear | ")
   assert "Re-estimated the statistics" in done.stdout
+  assert "have seen 3 updates" in done.stderr  # the auto re-estimation note
+  assert results["wall_seconds"] > 0
+  # Progress lines with rate and ETA (the last item always prints one).
+  assert "imagenet_linear train 6/6 (100%)" in done.stdout
+  assert "imagenet_linear validation 6/6 (100%)" in done.stdout
+  assert "ETA" in done.stdout and "step/s" in done.stdout
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
   # Finished: not run again.
   again = _evaluate(*args)

@@ -76,7 +76,11 @@ def recompute(trunk: tf_keras.Model, images: tf.data.Dataset, num_images: int,
 def recompute_cached(trunk: tf_keras.Model, images: tf.data.Dataset,
                      num_images: int, directory: str,
                      log: Callable[[str], None] = print) -> None:
-  """``recompute`` once; later runs restore the saved statistics instead."""
+  """``recompute`` once; later runs restore the saved statistics instead.
+
+  ``images`` may be a function returning the data set, called only when the
+  statistics are recomputed (building an input pipeline traces its maps).
+  """
   stats = {f"{i}": [layer.moving_mean, layer.moving_variance]
            for i, layer in enumerate(batch_norm_layers(trunk))}
   ckpt = tf.train.Checkpoint(**stats)
@@ -85,6 +89,8 @@ def recompute_cached(trunk: tf_keras.Model, images: tf.data.Dataset,
     ckpt.restore(latest).assert_consumed()
     log(f"Restored re-estimated batch-norm statistics from {latest}.")
     return
+  if callable(images):
+    images = images()
   recompute(trunk, images, num_images, log=log)
   os.makedirs(directory, exist_ok=True)
   tf.train.CheckpointManager(ckpt, directory, max_to_keep=1).save()

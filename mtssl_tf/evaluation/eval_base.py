@@ -115,12 +115,13 @@ class EvalContext:
                done: int = 0) -> Progress:
     return Progress(total, what, unit=unit, log=self.log, done=done)
 
-  def prepare_trunk(self, trunk, images: Optional[tf.data.Dataset]) -> None:
+  def prepare_trunk(self, trunk, images) -> None:
     """Re-estimates ``trunk``'s batch-norm statistics if asked to.
 
     ``images`` yields float32 ``[B, H, W, 3]`` trunk inputs in [-1, 1] from the
-    evaluation's training data. The statistics are saved under
-    ``output_dir/bn_stats`` and restored from there on resume.
+    evaluation's training data, or is a function returning such a data set
+    (built only if the statistics are re-estimated now). The statistics are
+    saved under ``output_dir/bn_stats`` and restored from there on resume.
     """
     if self.recompute_bn_stats <= 0:
       return

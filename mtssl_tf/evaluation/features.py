@@ -125,19 +125,23 @@ def _shard_path(directory: str, index: int) -> str:
   return os.path.join(directory, f"features-{index:05d}.npz")
 
 
-def extract(features: Callable, batched: tf.data.Dataset, directory: str,
+def extract(features: Callable, batched, directory: str,
             total: int, batches_per_shard: int = 50,
             progress=None) -> Dict[str, np.ndarray]:
   """Features and labels of every batch of ``batched``, cached in shards.
 
-  Complete shards already in ``directory`` are reused and their batches
-  skipped, so a killed extraction resumes where it stopped; shards are
-  written to a temporary name and renamed. Returns ``{"features": [N, D]
-  float32, "labels": [N, ...]}``.
+  ``batched`` is a ``tf.data.Dataset`` of ``(images, labels)`` batches, or a
+  function returning one (not called when the cache is complete). Complete
+  shards already in ``directory`` are reused and their batches skipped, so a
+  killed extraction resumes where it stopped; shards are written to a
+  temporary name and renamed. Returns ``{"features": [N, D] float32,
+  "labels": [N, ...]}``.
   """
   os.makedirs(directory, exist_ok=True)
   if os.path.exists(os.path.join(directory, "COMPLETE")):
     return _load_shards(directory)
+  if callable(batched):
+    batched = batched()
   done = 0
   while os.path.exists(_shard_path(directory, done)):
     done += 1

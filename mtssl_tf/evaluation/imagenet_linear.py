@@ -15,6 +15,8 @@ divided by 10 every 40k iterations, 140k iterations, weight decay 5e-4 on the
 linear layer. The linear layer starts from N(0, 0.01²) weights, zero biases;
 the lasso row starts at the last unit (so the evaluation starts from the
 no-lasso representation) with L1 weight ``--lasso_l1`` on its normalised row.
+The learned |alpha| goes to results.json (``details.abs_alpha``), to
+``<output_dir>/abs_alpha.png`` and to TensorBoard as a heat map (Figure 5).
 Every value is a flag (``--imagenet_linear.<field>``).
 
 Resumable: the classifier, lasso row, optimizer slots, step and the input
@@ -39,6 +41,7 @@ from mtssl_tf.models import lasso as lasso_lib
 from mtssl_tf.training import summaries
 
 NAME = "imagenet_linear"
+ALPHA_IMAGE = "abs_alpha.png"  # with --lasso: the learned |alpha| row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +236,12 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
   if lasso is not None:
     details["abs_alpha"] = np.abs(
         np.asarray(lasso.normalized_alpha())).tolist()
+    # Figure 5's evaluation row as an image (reporting/figures.py draws the
+    # whole figure from results.json's abs_alpha).
+    heatmap = summaries.alpha_heatmap(lasso_lib.alpha_matrix([lasso]))[0]
+    path = os.path.join(ctx.output_dir, ALPHA_IMAGE)
+    tf.io.write_file(path, tf.io.encode_png(heatmap))
+    details["abs_alpha_image"] = path
   return eval_base.EvalResult(
       metrics=result_metrics, headline=("top1", "top5"),
       counts={"classes": num_classes,

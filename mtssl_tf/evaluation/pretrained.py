@@ -39,7 +39,8 @@ or "random" (whether an evaluation that builds block 4 gets the source's).
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+import sys
+from typing import Callable, Dict, List, Optional
 
 from absl import logging
 import numpy as np
@@ -54,6 +55,11 @@ from mtssl_tf.models import slim_conversion
 from mtssl_tf.training import checkpointing
 
 SOURCES = ("model_dir", "saved_model", "slim_checkpoint", "random_init")
+AUTO_BN_IMAGES = 1024  # --recompute_bn_stats=-1 on stale statistics
+
+
+def _warn(message: str) -> None:
+  print(message, file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +138,33 @@ class Pretrained:
     if self.bn_updates is None:
       return False
     return self.trunk_config.batch_norm_decay ** self.bn_updates > 0.1
+
+  def bn_images(self, requested: int, auto: int = AUTO_BN_IMAGES,
+                warn: Callable[[str], None] = _warn) -> int:
+    """Images to re-estimate the batch-norm statistics on, from the flag
+    ``--recompute_bn_stats`` (``evaluation/bn_stats.py``).
+
+    Args:
+      requested: the flag's value; < 0 is "auto": ``auto`` images if the
+        statistics are stale (``bn_statistics_stale``: always for
+        random_init), else 0.
+      auto: images used by "auto".
+      warn: where the note (auto on stale statistics) or the warning (0 on
+        stale statistics: inference-mode activations may explode) goes.
+    """
+    stale = self.bn_statistics_stale()
+    what = (f"the batch-norm statistics of {self.name} have seen "
+            f"{self.bn_updates} updates and still weigh their initial values "
+            f">10%")
+    if requested < 0:
+      if stale and self.spec.source != "random_init":
+        warn(f"note: {what}: re-estimating them on {auto} training images "
+             f"(--recompute_bn_stats=0 keeps them).")
+      return auto if stale else 0
+    if requested == 0 and stale:
+      warn(f"warning: {what}; in inference mode its activations may "
+           f"explode. Use --recompute_bn_stats={auto}.")
+    return requested
 
   def build_trunk(self, include_block4: bool = False,
                   output_stride: Optional[int] = -1) -> tf_keras.Model:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtssl_tf.data import image_records
 from mtssl_tf.data import labelled_images
 from mtssl_tf.data import tfrecord_format
 from tests.evaluation import eval_fixtures
@@ -72,6 +73,32 @@ def test_tfrecords_with_labels_and_a_bad_record(tmp_path):
   assert split.skipped.as_dict()["bad_record"] == 1
 
 
+def test_tfrecords_written_by_make_tfrecords_from_class_folders(tmp_path):
+  """tools/make_tfrecords.py --labels=class_folders on ImageNet's layout
+  (its library, ``image_records.make_records``), read back: the labels and
+  pixels of the class-folder source, the corrupt files left out."""
+  root = eval_fixtures.write_imagenet(str(tmp_path / "inet"),
+                                      per_class=(3, 1), corrupt=1)
+  out = str(tmp_path / "records")
+  image_records.make_records(image_records.RecordsConfig(
+      f"{root}/train", out, num_shards=2, labels="class_folders", workers=1),
+                             progress=lambda m: None)
+  from_records = labelled_images.LabelledImages(Config(
+      source="tfrecord", train_path=f"{out}/train-*",
+      val_path=f"{out}/train-*"), "train")
+  from_folders = labelled_images.LabelledImages(Config(
+      source="folder", train_path=f"{root}/train", val_path=f"{root}/val"),
+                                                "train")
+  assert from_records.class_names == ["0", "1", "2"]
+
+  def contents(split_set):
+    return sorted((int(label), image.numpy().tobytes())
+                  for image, label in split_set.dataset(training=False))
+  expected = contents(from_folders)
+  assert [label for label, _ in expected] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  assert contents(from_records) == expected
+
+
 def test_builtin_splits_do_not_overlap_and_are_deterministic():
   train = labelled_images.LabelledImages(Config(), "train")
   val = labelled_images.LabelledImages(Config(), "val")
@@ -111,10 +138,12 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 
 class MtsslTinyLabelled(tfds.core.GeneratorBasedBuilder):
-  """A 3-class TFDS data set with train and validation splits, built locally
-  (no download), shaped like imagenet2012 (image + ClassLabel)."""
+  """A 3-class TFDS data set with train and validation splits, shaped like
+  imagenet2012 (image + ClassLabel) and, like it, prepared from manually
+  downloaded files: ``<manual_dir>/<split>/<label>_<i>.png``."""
 
   VERSION = tfds.core.Version("1.0.0")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Put <split>/<label>_<i>.png in manual_dir."
 
   def _info(self):
     return tfds.core.DatasetInfo(
@@ -125,23 +154,34 @@ class MtsslTinyLabelled(tfds.core.GeneratorBasedBuilder):
         }))
 
   def _split_generators(self, dl_manager):
-    del dl_manager
-    return {"train": self._generate_examples(6),
-            "validation": self._generate_examples(3)}
+    return {split: self._generate_examples(dl_manager.manual_dir / split)
+            for split in ("train", "validation")}
 
-  def _generate_examples(self, n):
-    for i in range(n):
+  def _generate_examples(self, folder):
+    for path in sorted(folder.iterdir()):
+      yield path.name, {"image": str(path),
+                        "label": int(path.name.split("_")[0])}
+
+
+def test_tfds_data_set_prepared_from_a_manual_dir(tmp_path):
+  manual = tmp_path / "manual"
+  for split, count in (("train", 6), ("validation", 3)):
+    os.makedirs(manual / split)
+    for i in range(count):
       colour = [(200, 40, 40), (40, 200, 40), (40, 40, 200)][i % 3]
-      yield i, {"image": eval_fixtures.textured_image(colour, i),
-                "label": i % 3}
-
-
-def test_prepared_tfds_data_set(tmp_path):
+      tf.io.write_file(str(manual / split / f"{i % 3}_{i}.png"),
+                       tf.io.encode_png(eval_fixtures.textured_image(
+                           colour, i)))
   data_dir = str(tmp_path / "tfds")
-  MtsslTinyLabelled(data_dir=data_dir).download_and_prepare()
   cfg = Config(source="tfds", tfds_name="mtssl_tiny_labelled",
                tfds_data_dir=data_dir)
-  train = labelled_images.LabelledImages(cfg, "train")
+  with pytest.raises(ValueError, match="not prepared"):
+    labelled_images.LabelledImages(cfg, "train")
+  # Prepared from the manual dir into data_dir on first use ...
+  train = labelled_images.LabelledImages(
+      Config(source="tfds", tfds_name="mtssl_tiny_labelled",
+             tfds_data_dir=data_dir, tfds_manual_dir=str(manual)), "train")
+  # ... and read from data_dir afterwards.
   val = labelled_images.LabelledImages(cfg, "val")
   assert train.class_names == ["r", "g", "b"]
   assert (train.num_examples, val.num_examples) == (6, 3)

@@ -1,6 +1,7 @@
 """The frozen linear probe end to end on a generated ImageNet-layout set."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -51,9 +52,25 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(imagenet,
                                                             tmp_path):
   whole = imagenet_linear.run(_context(tmp_path / "whole"),
                               _config(imagenet, steps=16))
-  # A run killed after its step-10 checkpoint, then started again.
-  imagenet_linear.run(_context(tmp_path / "killed"),
-                      _config(imagenet, steps=10))
+  # A run killed at step 13, between its step-10 checkpoint and the next,
+  # then started again with the same command.
+  killed = _context(tmp_path / "killed")
+
+  class Killed(Exception):
+    pass
+
+  class KillAt13(eval_base.Progress):
+    def update(self, done):
+      if done == 13:
+        raise Killed()
+      super().update(done)
+
+  killed.progress = lambda total, what, unit="img", done=0: KillAt13(
+      total, what, unit=unit, log=killed.log, done=done)
+  with pytest.raises(Killed):
+    imagenet_linear.run(killed, _config(imagenet, steps=16))
+  assert sorted(os.listdir(tmp_path / "killed" / "train"))[-1] == (
+      "ckpt-10.index")
   resumed = imagenet_linear.run(_context(tmp_path / "killed"),
                                 _config(imagenet, steps=16))
   assert resumed.metrics == whole.metrics
@@ -80,6 +97,13 @@ def test_eval_only_lasso_trains_alpha_not_the_trunk(imagenet, tmp_path,
   assert alpha.shape == (2,)
   assert np.linalg.norm(alpha) == pytest.approx(1.0, abs=1e-5)
   assert alpha[0] > 1e-4  # moved away from its start, the last unit alone
+  # ... and drawn as a heat map: one 12-pixel square per unit, brightness
+  # sqrt(|alpha|).
+  image = tf.io.decode_png(tf.io.read_file(
+      result.details["abs_alpha_image"])).numpy()
+  assert image.shape == (14, 27, 3)
+  np.testing.assert_allclose(image[1, [1, 14], 0] / 255.0, np.sqrt(alpha),
+                             atol=1 / 255)
   # The trunk is frozen: every weight (kernels, biases, BN gamma/beta) is
   # bit-identical to the evaluated source's; only the BN moving statistics
   # were re-estimated before training.

@@ -105,6 +105,33 @@ def test_random_init_is_seeded():
   assert a.bn_statistics_stale()
 
 
+def test_recompute_bn_stats_default_and_the_stale_statistics_warning():
+  def loaded(source, updates):
+    return pretrained.Pretrained(
+        pretrained.PretrainedSpec(source, None if source == "random_init"
+                                  else "runs/quick"), TINY, trunk=None,
+        bn_updates=updates)
+
+  def images(source, updates, requested):
+    said = []
+    return loaded(source, updates).bn_images(requested, auto=1024,
+                                             warn=said.append), said
+
+  # Auto (-1): on for the random trunk, and for a checkpoint whose
+  # statistics weigh their initial values >10% (0.997**700 = 0.12), with a
+  # note; off for well-trained (0.997**800 = 0.09) or unknown statistics.
+  assert images("random_init", 0, -1) == (1024, [])
+  count, said = images("model_dir", 700, -1)
+  assert count == 1024 and "700 updates" in said[0]
+  assert images("model_dir", 800, -1) == (0, [])
+  assert images("slim_checkpoint", None, -1) == (0, [])
+  # Turned off on stale statistics: a warning that says what to do.
+  count, said = images("model_dir", 3, 0)
+  assert count == 0 and said[0].startswith("warning:")
+  assert "--recompute_bn_stats=1024" in said[0]
+  assert images("model_dir", 3, 64) == (64, [])
+
+
 @pytest.mark.parametrize("source, path, message", [
     ("model_dir", "/nonexistent", "neither a training directory"),
     ("saved_model", "/nonexistent", "not a SavedModel"),

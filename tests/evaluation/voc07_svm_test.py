@@ -1,5 +1,6 @@
 """VOC07 SVM and low-shot on a generated VOCdevkit."""
 
+import json
 import os
 import re
 
@@ -29,15 +30,68 @@ def test_image_labels_follow_the_devkit():
   assert (labels == -1).sum() == 2 * 20 - 3
 
 
-def test_low_shot_samples_are_seeded_and_distinct():
-  train_y = -np.ones((30, 20), np.int8)
-  train_y[::2, 3] = 1
-  a = voc07_svm.low_shot_positives(train_y, 3, 4, sample=0, seed=0)
-  assert len(a) == 4 and (train_y[a, 3] == 1).all()
-  np.testing.assert_array_equal(
-      a, voc07_svm.low_shot_positives(train_y, 3, 4, sample=0, seed=0))
-  assert not np.array_equal(
-      a, voc07_svm.low_shot_positives(train_y, 3, 4, sample=1, seed=0))
+def test_low_shot_samples_k_positives_and_19k_negatives_never_difficult():
+  train_y = -np.ones((200, 20), np.int8)
+  train_y[::4, 3] = 1   # 50 positives
+  train_y[1::8, 3] = 0  # 25 difficult-only images
+  pos, neg = voc07_svm.low_shot_sample(train_y, 3, 2, sample=0, seed=0)
+  assert len(pos) == 2 and (train_y[pos, 3] == 1).all()
+  assert len(neg) == 19 * 2 and (train_y[neg, 3] == -1).all()
+  again = voc07_svm.low_shot_sample(train_y, 3, 2, sample=0, seed=0)
+  np.testing.assert_array_equal(pos, again[0])
+  np.testing.assert_array_equal(neg, again[1])
+  other = voc07_svm.low_shot_sample(train_y, 3, 2, sample=1, seed=0)
+  assert not np.array_equal(neg, other[1])
+  # Fewer negatives than 19k: all of them, still no difficult image.
+  pos, neg = voc07_svm.low_shot_sample(train_y, 3, 8, sample=0, seed=0)
+  assert len(pos) == 8 and len(neg) == 125 and (train_y[neg, 3] == -1).all()
+
+
+def test_default_costs_are_goyal_et_al_s_grid():
+  costs = voc07_svm.Config().costs
+  assert len(costs) == 26 and len(set(costs)) == 26
+  assert costs[:10] == (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0,
+                        100.0)
+  assert costs[10] == 0.0625 and costs[-1] == 2.0 ** -19
+
+
+def test_svms_on_separable_features_reach_perfect_map(tmp_path, monkeypatch):
+  """The SVM stage alone, on cached features where each used class adds a
+  direction: every AP is 1, each class's cost is the argmax of its
+  cross-validated AP, and the low-shot statistics are over the samples."""
+  devkit = synthetic_voc.make_devkit(str(tmp_path / "voc"), num_trainval=30,
+                                     num_test=20, num_classes=3,
+                                     image_size=(48, 64))
+  out = tmp_path / "out"
+  rng = np.random.default_rng(0)
+  for key, split in (("train", "trainval"), ("test", "test")):
+    records, _ = voc.read_split(devkit, split)
+    labels = voc07_svm.image_labels(records)
+    x = 4.0 * (labels == 1) + rng.normal(0, 0.3, labels.shape) + 1.0
+    os.makedirs(out / f"features_{key}")
+    np.savez(out / f"features_{key}" / "features-00000.npz",
+             features=x.astype(np.float32), labels=labels)
+    (out / f"features_{key}" / "COMPLETE").write_text("1\n")
+  ctx = eval_base.EvalContext(
+      pretrained=pretrained.load(pretrained.PretrainedSpec(
+          "random_init", trunk=eval_fixtures.TINY_TRUNK)),
+      output_dir=str(out), writer=tf.summary.create_file_writer(str(out)),
+      log=lambda m: None, recompute_bn_stats=0)
+  cfg = voc07_svm.Config(devkit=devkit, costs=(1e-7, 1e-3, 1.0),
+                         low_shot_k=(1, 2), low_shot_samples=2)
+  result = voc07_svm.run(ctx, cfg)
+  assert result.metrics["map"] == pytest.approx(1.0)
+  assert result.metrics["map_11point"] == pytest.approx(1.0)
+  assert result.counts["classes"] >= 2
+  for name, cost in result.details["chosen_cost"].items():
+    cls = voc.CLASSES.index(name)
+    cv = [json.load(open(out / "svm" / f"full_c{cls}_cost{c:.10g}.json"))[
+        "cv_ap"] for c in cfg.costs]
+    assert cost == cfg.costs[int(np.nanargmax(cv))]
+  for k in ("1", "2"):
+    low = result.details["low_shot"][k]
+    assert low["min"] <= low["mean"] <= low["max"] and low["std"] >= 0
+    assert low["cost"] in cfg.costs
 
 
 @pytest.fixture(scope="module")
