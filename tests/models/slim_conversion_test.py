@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from mtssl_tf import config
+from mtssl_tf.evaluation import pretrained
 from mtssl_tf.models import resnet_v2
 from mtssl_tf.models import slim_conversion
 from tests import slim_reference
@@ -30,7 +31,8 @@ def _images(sizes, seed=0):
           for h, w in sizes}
 
 
-def _check_equivalence(depth, sizes, tmp_path, include_block4):
+def _check_equivalence(depth, sizes, tmp_path, include_block4,
+                       evaluate=False):
   images = _images(sizes)
   slim_prefix = str(tmp_path / "slim" / f"resnet_v2_{depth}.ckpt")
   want, slim_params = slim_reference.build_and_save(
@@ -65,6 +67,16 @@ def _check_equivalence(depth, sizes, tmp_path, include_block4):
         errors[(name, output_stride, "postnorm")] = _relative_error(
             got["postnorm"].numpy(), reference["net"])
       assert got["block3"].shape == reference["block3"].shape
+  if evaluate:
+    # What python -m mtssl_tf.evaluate --slim_checkpoint=<out_prefix> reads
+    # (the "ImageNet labels" row): the same block 3 as TF-Slim's.
+    loaded = pretrained.load(pretrained.PretrainedSpec(
+        "slim_checkpoint", out_prefix,
+        trunk=config.TrunkConfig(depth=depth, output_stride=8)))
+    for name, batch in images.items():
+      errors[(name, 8, "evaluated block3")] = _relative_error(
+          loaded.build_trunk()(batch, training=False)["block3"].numpy(),
+          want[(name, 8)]["block3"])
   worst = max(errors.values())
   assert worst <= RELATIVE_TOLERANCE, errors
   return slim_params
@@ -72,7 +84,8 @@ def _check_equivalence(depth, sizes, tmp_path, include_block4):
 
 @pytest.mark.slow
 def test_tiny_depth_equivalence_with_block4(tmp_path):
-  _check_equivalence(14, [(64, 64), (75, 93)], tmp_path, include_block4=True)
+  _check_equivalence(14, [(64, 64), (75, 93)], tmp_path, include_block4=True,
+                     evaluate=True)
 
 
 @pytest.mark.slow
