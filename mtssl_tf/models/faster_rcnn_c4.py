@@ -187,13 +187,15 @@ class Block4BoxHead(tf_keras.layers.Layer):
     self.num_classes = num_classes
     self.crop_size = crop_size
     self.block4 = block4_model(trunk_config, crop_size)
-    # Model Garden's DetectionHead initialisation of the two predictors.
+    # Model Garden's DetectionHead initialisation of the two predictors,
+    # float32 under a mixed policy (the detection generator's NMS and the
+    # losses take float32).
     self.classifier = tf_keras.layers.Dense(
         num_classes, kernel_initializer=tf_keras.initializers.RandomNormal(
-            stddev=0.01), name="class_logits")
+            stddev=0.01), dtype="float32", name="class_logits")
     self.box_regressor = tf_keras.layers.Dense(
         num_classes * 4, kernel_initializer=tf_keras.initializers.RandomNormal(
-            stddev=0.001), name="box_deltas")
+            stddev=0.001), dtype="float32", name="box_deltas")
 
   def call(self, roi_features, training=None):
     shape = tf.shape(roi_features)
@@ -205,6 +207,16 @@ class Block4BoxHead(tf_keras.layers.Layer):
     deltas = tf.reshape(self.box_regressor(x),
                         [batch, rois, self.num_classes * 4])
     return logits, deltas
+
+
+class _Float32RPNHead(dense_prediction_heads.RPNHead):
+  """Model Garden's RPN head with float32 outputs under a mixed policy (the
+  proposals' CombinedNonMaxSuppression has no bfloat16 kernel)."""
+
+  def call(self, features):
+    scores, boxes = super().call(features)
+    to32 = lambda d: {k: tf.cast(v, tf.float32) for k, v in d.items()}
+    return to32(scores), to32(boxes)
 
 
 def build_detector(trunk_config: config_lib.TrunkConfig,
@@ -231,7 +243,7 @@ def build_detector(trunk_config: config_lib.TrunkConfig,
     multilevel anchors are not C4's; they are left unset).
   """
   level = FEATURE_LEVEL
-  rpn_head = dense_prediction_heads.RPNHead(
+  rpn_head = _Float32RPNHead(
       min_level=level, max_level=level,
       num_anchors_per_location=cfg.anchors_per_location, num_convs=1,
       num_filters=cfg.rpn_filters, name="rpn_head")
