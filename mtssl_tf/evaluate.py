@@ -151,6 +151,8 @@ def run(argv):
     config = config_flags.from_flags(name, module.Config)
     spec = _spec()
     module.check(config)  # before anything is loaded or written
+    if hasattr(module, "configure_runtime"):  # before any TensorFlow op
+      module.configure_runtime(config)
     from mtssl_tf.evaluation import eval_base  # pylint: disable=g-import-not-at-top
     from mtssl_tf.evaluation import pretrained  # pylint: disable=g-import-not-at-top
     loaded = pretrained.load(spec)

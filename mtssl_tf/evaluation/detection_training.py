@@ -15,12 +15,14 @@ loss or gradients are not finite is skipped (counted), so no checkpoint holds
 non-finite values. ``evaluate`` runs the test set and scores it with the VOC
 devkit rules (voc_detection_metrics.py).
 
-Not wired yet (issue 12 item 4): tf.distribute and mixed precision. The loop
-runs under the default strategy in float32; a MirroredStrategy run needs the
-model and optimizer built in ``strategy.scope()``, a distributed dataset,
-``strategy.run`` with the loss divided by the replicas, and a replica-safe
-non-finite skip (the ``tf.cond`` around ``apply_gradients`` below cannot
-hold the optimizer's cross-replica ``merge_call``).
+Distribution and precision (as pre-training, issue 12 item 4): the caller
+builds the model under ``strategy.scope()`` and the precision policy
+(voc07_detection.run; ``faster_rcnn_c4.create_weights`` makes the lazily
+built weights exist there); ``train`` splits the global batch over the
+replicas (``experimental_distribute_dataset``), runs the step with
+``strategy.run`` with the loss divided by the replicas, and skips a
+non-finite step on every replica at once (``make_train_step``). Batch norm
+is per replica when not frozen (frozen is the default).
 
 Shapes: images [B, H, W, 3] float32 (``output_size`` padded to a multiple of
 the stride 16); detections [B, max_detections, 4] (ymin, xmin, ymax, xmax) in

@@ -10,6 +10,9 @@ An evaluation module (``imagenet_linear.py``, ``voc07_svm.py``, ``knn.py``,
   ``check(config) -> None``
                validates values and data paths at start-up, before anything
                is written; raises ValueError saying what is expected where.
+  ``configure_runtime(config) -> None`` (optional)
+               runs right after ``check``, before any TensorFlow op (e.g.
+               splitting the CPU into logical devices for a strategy).
   ``run(ctx: EvalContext, config) -> EvalResult``
                trains what the evaluation trains on top of the pre-trained
                trunk (``ctx.pretrained``), measures, and returns the metrics.

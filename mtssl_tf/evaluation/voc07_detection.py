@@ -34,8 +34,11 @@ from mtssl_tf.evaluation import detection_training
 from mtssl_tf.evaluation import eval_base
 from mtssl_tf.evaluation import pretrained
 from mtssl_tf.models import faster_rcnn_c4
+from mtssl_tf.training import replicas
+from mtssl_tf.training import speed
 
 NAME = "voc07_detection"
+STRATEGIES = ("default", "mirrored")
 BUILTIN = "builtin"
 
 
@@ -64,6 +67,13 @@ class Config:
     checkpoint_every: steps between training checkpoints.
     max_test_images: score only the first N test images (0: all).
     builtin_images: trainval/test images of the "builtin" devkit.
+    strategy: "default" (one device) or "mirrored" (all local GPUs, or
+      ``num_cpu_devices`` logical CPUs), as pre-training's --strategy
+      (training/replicas.py); batch_size is the global batch.
+    num_cpu_devices: with strategy "mirrored" and no GPU, split the CPU.
+    mixed_precision: "auto", "float32", "mixed_bfloat16" or "mixed_float16",
+      as pre-training's --mixed_precision (training/speed.py; float16 has no
+      loss scaling there either).
   """
   records_dir: str = ""
   steps: int = 70000
@@ -82,6 +92,9 @@ class Config:
   checkpoint_every: int = 1000
   max_test_images: int = 0
   builtin_images: Tuple[int, int] = (160, 40)
+  strategy: str = "default"
+  num_cpu_devices: int = 0
+  mixed_precision: str = "auto"
 
 
 def _patterns(records_dir):
@@ -95,6 +108,15 @@ def check(config: Config) -> None:
     raise ValueError("voc07_detection.steps and batch_size must be >= 1.")
   if not 0 < config.scale_min <= config.scale_max:
     raise ValueError("Need 0 < voc07_detection.scale_min <= scale_max.")
+  if config.strategy not in STRATEGIES:
+    raise ValueError(
+        f"voc07_detection.strategy must be one of {STRATEGIES} (multi-worker "
+        f"detection fine-tuning is not supported), got {config.strategy!r}.")
+  if config.num_cpu_devices and config.strategy != "mirrored":
+    raise ValueError("voc07_detection.num_cpu_devices needs "
+                     "voc07_detection.strategy=mirrored.")
+  from mtssl_tf.training import speed  # pylint: disable=g-import-not-at-top
+  speed.check_precision(config.mixed_precision)
   if config.records_dir == BUILTIN:
     return
   if not config.records_dir:
@@ -108,6 +130,12 @@ def check(config: Config) -> None:
     if not tf.io.gfile.glob(pattern):
       raise ValueError(f"No records match {pattern}; write them with "
                        "python -m tools.make_voc_tfrecords.")
+
+
+def configure_runtime(config: Config) -> None:
+  """Before any TensorFlow op (evaluate.py calls it after ``check``)."""
+  if config.strategy == "mirrored":
+    replicas.configure_cpu_devices(config.num_cpu_devices)
 
 
 def _builtin_records(config, output_dir, log):
@@ -152,12 +180,19 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
   # Random heads (and block 4 unless the source has it) from the run's seed;
   # the evaluated trunk's layers are copied in by name.
   tf_keras.utils.set_random_seed(ctx.seed)
-  model = faster_rcnn_c4.build_detector(ctx.pretrained.trunk_config, det,
-                                        use_lasso=ctx.lasso)
-  trunk = model.backbone.trunk
-  pretrained.copy_weights(ctx.pretrained.trunk, trunk)
-  faster_rcnn_c4.copy_block4(model.detection_head[0].block4,
-                             ctx.pretrained.trunk)
+  strategy = replicas.make_strategy(config.strategy, config.num_cpu_devices)
+  if config.batch_size % strategy.num_replicas_in_sync:
+    raise ValueError(
+        f"voc07_detection.batch_size {config.batch_size} is not a multiple "
+        f"of the {strategy.num_replicas_in_sync} replicas.")
+  with strategy.scope(), speed.precision_policy(config.mixed_precision):
+    model = faster_rcnn_c4.build_detector(ctx.pretrained.trunk_config, det,
+                                          use_lasso=ctx.lasso)
+    trunk = model.backbone.trunk
+    pretrained.copy_weights(ctx.pretrained.trunk, trunk)
+    faster_rcnn_c4.copy_block4(model.detection_head[0].block4,
+                               ctx.pretrained.trunk)
+    faster_rcnn_c4.create_weights(model, det, config.output_size)
   settings = detection_training.TrainSettings(
       steps=config.steps, batch_size=config.batch_size,
       learning_rate=config.learning_rate, decay_steps=config.decay_steps,
@@ -178,7 +213,8 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
       model, train_ds, settings, os.path.join(ctx.output_dir, "train"),
       writer=ctx.writer, log=ctx.log,
       progress=lambda total, what, done: ctx.progress(total, what, "step",
-                                                      done))
+                                                      done),
+      strategy=strategy)
   test_ds = detection_training.dataset(
       test_pattern, detection_training.make_parser(det, config.output_size),
       1, False)

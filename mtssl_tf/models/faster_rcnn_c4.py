@@ -283,6 +283,19 @@ def build_detector(trunk_config: config_lib.TrunkConfig,
       min_level=level, max_level=level)
 
 
+def create_weights(model, cfg: DetectorConfig, image_size) -> None:
+  """Calls ``model`` once (inference, a zero image of ``image_size``) so
+  every lazily built weight (RPN head, predictors) exists -- under the
+  strategy scope and precision policy of the caller, before a distributed
+  training step (which must not create variables) is traced."""
+  height, width = (int(-(-s // DETECTION_STRIDE)) * DETECTION_STRIDE
+                   for s in image_size)
+  anchors = {k: v[None] for k, v in c4_anchors(cfg, (height, width)).items()}
+  model(tf.zeros([1, height, width, 3]),
+        image_shape=tf.constant([[height, width]], tf.float32),
+        anchor_boxes=anchors, training=False)
+
+
 def roi_crop_shapes(model, images: tf.Tensor) -> Sequence[tf.TensorShape]:
   """(block-3 map, RPN scores, RoI crops, block-4 output) shapes."""
   features = model.backbone(images, training=False)

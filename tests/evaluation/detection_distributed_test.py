@@ -61,7 +61,7 @@ def one_step(strategy, precision, name):
   with strategy.scope(), speed.precision_policy(precision):
     tf_keras.utils.set_random_seed(0)
     model = faster_rcnn_c4.build_detector(trunk, det)
-    model(batch[0], **detection_training._model_kwargs(batch[1], False))
+    faster_rcnn_c4.create_weights(model, det, size)
   detection_training.freeze_batch_norm(model)  # fixes get_weights' order
   if initial is None:
     initial = model.get_weights()

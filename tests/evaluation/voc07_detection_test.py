@@ -30,6 +30,15 @@ def test_check_names_what_is_missing(tmp_path):
   with pytest.raises(ValueError, match="scale_min"):
     voc07_detection.check(voc07_detection.Config(records_dir="builtin",
                                                  scale_min=2.0))
+  with pytest.raises(ValueError, match="strategy must be one of"):
+    voc07_detection.check(voc07_detection.Config(records_dir="builtin",
+                                                 strategy="multi_worker"))
+  with pytest.raises(ValueError, match="needs voc07_detection.strategy="):
+    voc07_detection.check(voc07_detection.Config(records_dir="builtin",
+                                                 num_cpu_devices=2))
+  with pytest.raises(ValueError, match="mixed_precision must be one of"):
+    voc07_detection.check(voc07_detection.Config(records_dir="builtin",
+                                                 mixed_precision="half"))
   voc07_detection.check(voc07_detection.Config(records_dir="builtin"))
 
 
@@ -45,7 +54,10 @@ def test_run_writes_per_class_results_and_resumes(tmp_path):
       records_dir="builtin", steps=2, batch_size=2, learning_rate=0.01,
       decay_steps=(), output_size=(64, 96), anchor_sizes=(32.0,),
       num_proposals=50, test_num_proposals=20, num_sampled_rois=16,
-      checkpoint_every=1, builtin_images=(6, 3))
+      checkpoint_every=1, builtin_images=(6, 3),
+      # MirroredStrategy on this process's one CPU device: the strategy path
+      # of run() (2 devices: detection_distributed_test.py).
+      strategy="mirrored")
   result = voc07_detection.run(ctx, cfg)
   assert set(result.headline) <= set(result.metrics)
   assert 0.0 <= result.metrics["mAP@0.5"] <= 1.0
