@@ -24,7 +24,7 @@ bins are 10 rows/columns wide with one row/column of overlap.
 
 import glob
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -127,7 +127,7 @@ def _shard_path(directory: str, index: int) -> str:
 
 def extract(features: Callable, batched, directory: str,
             total: int, batches_per_shard: int = 50,
-            progress=None) -> Dict[str, np.ndarray]:
+            progress=None, load: bool = True) -> Optional[Dict[str, np.ndarray]]:
   """Features and labels of every batch of ``batched``, cached in shards.
 
   ``batched`` is a ``tf.data.Dataset`` of ``(images, labels)`` batches, or a
@@ -135,11 +135,13 @@ def extract(features: Callable, batched, directory: str,
   shards already in ``directory`` are reused and their batches skipped, so a
   killed extraction resumes where it stopped; shards are written to a
   temporary name and renamed. Returns ``{"features": [N, D] float32,
-  "labels": [N, ...]}``.
+  "labels": [N, ...]}``, or None if not ``load`` (a cache too large for
+  memory, e.g. 47 GB for ImageNet train at 9216 floats an image, is read
+  shard by shard with ``shards``).
   """
   os.makedirs(directory, exist_ok=True)
   if os.path.exists(os.path.join(directory, "COMPLETE")):
-    return _load_shards(directory)
+    return _load_shards(directory) if load else None
   if callable(batched):
     batched = batched()
   done = 0
@@ -176,7 +178,19 @@ def extract(features: Callable, batched, directory: str,
     flush()
   with open(os.path.join(directory, "COMPLETE"), "w", encoding="utf-8") as f:
     f.write(f"{shard}\n")
-  return _load_shards(directory)
+  return _load_shards(directory) if load else None
+
+
+def shards(directory: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+  """``(features [n, D] float32, labels [n, ...])`` of each cached shard of a
+  complete ``extract`` cache, in order."""
+  paths = sorted(glob.glob(os.path.join(directory, "features-*.npz")))
+  if not paths:
+    raise ValueError(f"No features were extracted into {directory} (the data "
+                     f"set yielded no usable image).")
+  for path in paths:
+    with np.load(path) as data:
+      yield data["features"], data["labels"]
 
 
 def _load_shards(directory: str) -> Dict[str, np.ndarray]:

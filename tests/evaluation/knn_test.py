@@ -22,7 +22,27 @@ def test_scores_match_a_straightforward_loop():
     expected = np.zeros(4)
     for i in np.argsort(sims)[::-1][:6]:
       expected[train_y[i]] += np.exp(sims[i] / 0.1)
-    np.testing.assert_allclose(row, expected, rtol=1e-9)
+    np.testing.assert_allclose(row, expected, rtol=1e-5)  # float32 sims
+
+
+def test_streamed_training_parts_give_the_same_votes():
+  rng = np.random.default_rng(1)
+  train_x, query_x = rng.normal(size=(50, 6)), rng.normal(size=(9, 6))
+  train_y = rng.integers(0, 3, 50)
+  whole = knn.knn_scores(train_x, train_y, query_x, 3, k=7, temperature=0.1)
+  parts = [(train_x[i:i + 8], train_y[i:i + 8]) for i in range(0, 50, 8)]
+  streamed, seen = knn.knn_scores_streamed(iter(parts), query_x, 3, k=7,
+                                           temperature=0.1, chunk=4)
+  assert seen == 50
+  np.testing.assert_allclose(streamed, whole, rtol=1e-6)
+  # Fewer training examples than k: all of them vote, once.
+  few, _ = knn.knn_scores_streamed([(train_x[:3], train_y[:3])], query_x[:1],
+                                   3, k=20, temperature=0.1)
+  sims = train_x[:3] @ query_x[0] / np.linalg.norm(train_x[:3], axis=1) / (
+      np.linalg.norm(query_x[0]))
+  expected = np.zeros(3)
+  np.add.at(expected, train_y[:3], np.exp(sims / 0.1))
+  np.testing.assert_allclose(few[0], expected, rtol=1e-5)
 
 
 @pytest.mark.slow
