@@ -56,10 +56,37 @@ def tasks_table(results) -> str:
                  "before (legacy)" if r.get("legacy") else "current",
                  r["precision"], r["batch_size"], s,
                  r["examples_per_step"] / s, r["training_flops"] / 1e9, g,
-                 100 * g / peak, r["peak_rss_mb"]])
+                 100 * g / peak, r.get("rss_step_mb", r["peak_rss_mb"])])
   return table(["tasks", "implementation", "precision", "batch",
                 "step s (median)", "examples/s", "GFLOP/step", "GFLOP/s",
                 "% fp32 peak", "peak RSS MB"], rows)
+
+
+def memory_table(results) -> str:
+  """Per task configuration: peak RSS of its process's timed steps against
+  the floor (benchmarks/memory.py): RSS after import + weights + slots +
+  the largest task's gradients + saved activations."""
+  rows = []
+  for r in results.get("tasks", []):
+    f = r.get("memory_floor")
+    if not f:
+      continue
+    mb = lambda b: b / 2 ** 20  # noqa: E731
+    grads = "+".join(f"{mb(v['gradients']):.0f}"
+                     for v in f["tasks"].values())
+    acts = "+".join(f"{mb(v['activations']):.0f}"
+                    for v in f["tasks"].values())
+    floor_mb = r["rss_import_mb"] + mb(f["step"])
+    step_rss = r.get("rss_step_mb", r["peak_rss_mb"])
+    rows.append(["+".join(r["tasks"]),
+                 "before (legacy)" if r.get("legacy") else "current",
+                 r["precision"], r["rss_import_mb"], mb(f["weights"]),
+                 mb(f["slots"]), grads, acts, floor_mb, step_rss,
+                 step_rss / floor_mb])
+  return table(["tasks", "implementation", "precision",
+                "RSS after import MB", "weights MB", "RMSProp slots MB",
+                "gradients MB (per task)", "saved activations MB (per task)",
+                "floor MB", "peak RSS MB", "peak / floor"], rows)
 
 
 def _input_seconds(results, task: str, batch_size: int) -> float:
@@ -267,6 +294,9 @@ def markdown(results) -> str:
       m.get("note", "")]
   sections = (("tasks", "## Training step per task (cached batch)",
                tasks_table),
+              ("memory", "## Peak memory against the floor (tasks section; "
+               "floor = RSS after import + weights + slots + largest task's "
+               "gradients and saved activations)", memory_table),
               ("multitask", "## Multi-task overhead (one network, "
                "alternated)", multitask_table),
               ("trunk", "## Trunk alone vs TF-Slim", trunk_table),
@@ -277,7 +307,8 @@ def markdown(results) -> str:
                "(alternated in one process)", levers_table),
               ("options", "## Speed options", options_table))
   for key, title, render in sections:
-    if results.get(key) or (key == "options" and results.get("threads")):
+    present = results.get("tasks" if key == "memory" else key)
+    if present or (key == "options" and results.get("threads")):
       parts += [title, render(results)]
   rows = targets(results)
   if rows:

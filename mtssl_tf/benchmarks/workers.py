@@ -41,6 +41,7 @@ from mtssl_tf import config as config_lib
 from mtssl_tf import config_flags
 from mtssl_tf.benchmarks import breakdown
 from mtssl_tf.benchmarks import legacy
+from mtssl_tf.benchmarks import memory
 from mtssl_tf.benchmarks import task_step
 from mtssl_tf.benchmarks import timing
 from mtssl_tf.benchmarks import trunk_step
@@ -90,6 +91,10 @@ def run_peak(spec) -> dict:
 
 
 def run_task(spec) -> dict:
+  """The step's time, and its memory: peak RSS of the timed steps, RSS
+  before any model (``rss_import_mb``) and the floor (``memory.py``; traced
+  after the timing, so the peak is the step's)."""
+  rss_import = timing.peak_memory_mb()
   old = spec.get("legacy", False)
   tasks = _tasks(spec["tasks"], spec, old_heads=old)
   batches = task_step.cached_batches(tasks, spec["batch_size"])
@@ -103,10 +108,13 @@ def run_task(spec) -> dict:
   peak = timing.matmul_peak()
   times = timing.time_calls(step, spec["steps"], spec["warmup"])
   peak = max(peak, timing.matmul_peak())
+  rss_step = timing.peak_memory_mb()
   return {"step_times": [t / calls for t in times],
           "step_seconds": timing.median(times) / calls,
           "training_flops": _task_flops(tasks, spec),
-          "examples_per_step": spec["batch_size"], "matmul_gflops": peak}
+          "examples_per_step": spec["batch_size"], "matmul_gflops": peak,
+          "rss_import_mb": rss_import, "rss_step_mb": rss_step,
+          "memory_floor": memory.floor(step.network, batches)}
 
 
 def run_trunk(spec) -> dict:

@@ -41,6 +41,11 @@ def test_smoke_run_prints_tables_and_writes_json(tmp_path):
   assert task["tasks"] == ["col"] and task["precision"] == "float32"
   assert len(task["step_times"]) == 2 and task["step_seconds"] > 0
   assert task["training_flops"] > 0 and task["peak_rss_mb"] > 100
+  floor = task["memory_floor"]
+  assert floor["tasks"]["col"]["activations"] > 0
+  assert floor["step"] > floor["weights"] + floor["slots"] > 0
+  assert 0 < task["rss_import_mb"] <= task["rss_step_mb"]
+  assert "## Peak memory against the floor" in result.stdout
   (trunk,) = results["trunk"]
   assert set(trunk["step_seconds"]) == {
       "TF-Slim resnet_v2 (graph, Session)", "mtssl_tf float32"}
@@ -133,6 +138,21 @@ def test_report_figures_from_known_measurements():
       "trunk mtssl_tf float32 >= 70% of fp32 matmul peak": False,
       "rp pipeline >= 3x its float32 step": False,
       "rp+col float32 <= 1.05x sum of single steps": False}
+
+
+def test_report_memory_against_the_floor():
+  results = _results()
+  mib = 2 ** 20
+  results["tasks"][0].update(
+      rss_import_mb=700.0, rss_step_mb=1500.0,
+      memory_floor={"weights": 100 * mib, "slots": 200 * mib,
+                    "tasks": {"rp": {"gradients": 100 * mib,
+                                     "activations": 100 * mib}},
+                    "step": 500 * mib})
+  text = report.markdown(results)
+  # Floor 700 + 500 = 1200 MB; peak 1500 MB is 1.25x it.
+  assert ("| rp | current | float32 | 700 | 100 | 200 | 100 | 100 | 1200 | "
+          "1500 | 1.25 |") in text
 
 
 def test_report_breakdown_and_levers_from_known_measurements():
