@@ -20,7 +20,9 @@ Prints Markdown tables and writes every number to --output_json:
              resnet_v2 (graph mode, Session, is_training=True) on the same
              input, alternated for --rounds rounds in one process.
   pipelines  examples/s of each task's tf.data pipeline with no model, and
-             its ratio to the examples/s its training step consumes.
+             its ratio to the examples/s its training step consumes: from
+             the built-in source (decoded photos in memory) and, for image
+             tasks, from the same photos as JPEG files in a folder on disk.
   breakdown  where each task's step goes (benchmarks/breakdown.py): trunk
              forward/backward, head forward/backward, the RMSProp update,
              alternated on one network per task (--breakdown_tasks), with
@@ -215,6 +217,12 @@ def _run_worker(spec: dict, log) -> dict:
   return result
 
 
+def _reads_image_folders(task: str) -> bool:
+  """An image task reading a flat folder (sup reads class sub-folders)."""
+  return (registry.get_module(task).Task.source_kind == "images" and
+          task != "sup")
+
+
 def _machine() -> dict:
   cpu = platform.processor() or "?"
   try:
@@ -241,6 +249,7 @@ def run_benchmark(log=print) -> dict:
   results["machine"].update(
       matmul_gflops=peak["matmul_gflops"],
       bf16_matmul_gflops=peak["bf16_matmul_gflops"],
+      memory_gbps=peak["memory_gbps"],
       tensorflow=peak.get("tensorflow", "?"))
   if "trunk" in sections:
     log("Trunk vs TF-Slim")
@@ -267,8 +276,10 @@ def run_benchmark(log=print) -> dict:
     singles = sorted({t for c in _TASKS.value for t in c.split("+")},
                      key=TASK_CHOICES.index)
     results["pipelines"] = [
-        _run_worker(dict(base, kind="pipeline", tasks=[t],
-                         steps=max(_STEPS.value, 10)), log) for t in singles]
+        _run_worker(dict(base, kind="pipeline", tasks=[t], source=source,
+                         steps=max(_STEPS.value, 10)), log)
+        for t in singles for source in ("builtin", "folder")
+        if source == "builtin" or _reads_image_folders(t)]
   if "breakdown" in sections:
     log("Where each task's step goes")
     results["breakdown"] = [

@@ -91,10 +91,15 @@ def memory_table(results) -> str:
 
 def _input_seconds(results, task: str, batch_size: int) -> float:
   for r in results.get("pipelines", []):
-    if r["tasks"] == [task] and r["examples_per_second"]:
+    if (r["tasks"] == [task] and r["examples_per_second"] and
+        r.get("source", "builtin") == "builtin"):
       return batch_size / r["examples_per_second"]
   return float("nan")
 
+
+# Bytes the fused RMSProp update moves per parameter: reads var, ms, mom
+# and the gradient, writes var, ms and mom (float32).
+RMSPROP_BYTES = 7 * 4
 
 BREAKDOWN_PARTS = ("trunk forward", "trunk backward", "head forward + loss",
                    "head backward", "update", "other")
@@ -114,18 +119,29 @@ def breakdown_table(results) -> str:
     step_g = _gflops(r["training_flops"], step)
     params = r["param_counts"]
     floor_mb = 16 * (params["trunk"] + params["head"]) / 2 ** 20
+    # Ceiling: the trunk at its measured rate (at TF-Slim's, section trunk),
+    # the head at the matmul peak and the update at memory bandwidth
+    # (RMSPROP_BYTES per parameter).
+    bandwidth = results.get("machine", {}).get("memory_gbps") or float("nan")
+    update_floor = (RMSPROP_BYTES * (params["trunk"] + params["head"]) /
+                    bandwidth / 1e9)
+    ceiling_s = trunk_s + 3 * r["head_flops"] / peak / 1e9 + update_floor
+    ceiling = 100 * r["training_flops"] / peak / 1e9 / ceiling_s
     rows.append(
         [r["task"], step] +
         [f"{parts[p]:.3f} ({100 * parts[p] / step:.0f}%)"
          for p in BREAKDOWN_PARTS] +
         [_input_seconds(results, r["task"], r["examples_per_step"]),
          100 * trunk_g / peak, 100 * head_g / peak, 100 * step_g / peak,
+         update_floor, ceiling,
          f"{params['trunk'] / 1e6:.1f}M + {params['head'] / 1e6:.1f}M",
          floor_mb, r.get("rss_start_mb", float("nan")), r["peak_rss_mb"]])
   return table(
       ["task", "step s"] + [f"{p} s" for p in BREAKDOWN_PARTS] +
       ["input s/batch (pipeline alone)", "trunk % peak", "head % peak",
-       "step % peak", "params trunk + head", "weights+grads+slots MB",
+       "step % peak", "update at memory bandwidth s",
+       "ceiling % peak (trunk as measured, head at peak, update at "
+       "bandwidth)", "params trunk + head", "weights+grads+slots MB",
        "RSS after import MB", "peak RSS MB"], rows)
 
 
@@ -210,13 +226,13 @@ def pipelines_table(results) -> str:
   rows = []
   for r in results.get("pipelines", []):
     task = r["tasks"][0]
-    row = [task, r["examples_per_second"]]
+    row = [task, r.get("source", "builtin"), r["examples_per_second"]]
     for precision in precisions:
       rate = _step_rate(results, task, precision)
       row += [rate or float("nan"),
               r["examples_per_second"] / rate if rate else float("nan")]
     rows.append(row + [r["peak_rss_mb"]])
-  header = ["task", "pipeline examples/s"]
+  header = ["task", "source", "pipeline examples/s"]
   for precision in precisions:
     header += [f"step examples/s ({precision})", f"headroom ({precision})"]
   return table(header + ["peak RSS MB"], rows)
@@ -272,7 +288,8 @@ def targets(results) -> List[List[object]]:
       rate = _step_rate(results, r["tasks"][0], precision)
       if rate:
         ratio = r["examples_per_second"] / rate
-        rows.append([f"{r['tasks'][0]} pipeline >= "
+        rows.append([f"{r['tasks'][0]} pipeline "
+                     f"({r.get('source', 'builtin')}) >= "
                      f"{PIPELINE_HEADROOM_TARGET:.0f}x its {precision} step",
                      f"{ratio:.1f}x", ratio >= PIPELINE_HEADROOM_TARGET])
   for name, ratio in multitask_overhead(results).items():
@@ -287,10 +304,12 @@ def markdown(results) -> str:
   parts = [
       "## Machine",
       table(["CPU", "cores", "TensorFlow", "load avg (start, end)",
-             "fp32 matmul GFLOP/s (best in run)", "bf16 matmul GFLOP/s"],
+             "fp32 matmul GFLOP/s (best in run)", "bf16 matmul GFLOP/s",
+             "memory GB/s (in-place add)"],
             [[m.get("cpu", "?"), m.get("cores", "?"), m.get("tensorflow", "?"),
               f"{m.get('load_start', '?')} / {m.get('load_end', '?')}",
-              run_peak(results), m.get("bf16_matmul_gflops", float("nan"))]]),
+              run_peak(results), m.get("bf16_matmul_gflops", float("nan")),
+              m.get("memory_gbps", float("nan"))]]),
       m.get("note", "")]
   sections = (("tasks", "## Training step per task (cached batch)",
                tasks_table),

@@ -31,6 +31,30 @@ def matmul_peak(dtype=tf.float32, size: int = 2048, repeats: int = 5) -> float:
   return 2.0 * size ** 3 / best / 1e9
 
 
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+  """Best GB/s of ``v.assign_add(ones)`` on a float32 variable of
+  ``megabytes``: in place, as the fused RMSProp kernel works (reads v and
+  ones, writes v: ``3 * megabytes`` moved). An op with a fresh output of
+  that size is several times slower: glibc maps large blocks anew and the
+  kernel faults in and zeroes every page."""
+  n = megabytes * 2 ** 20 // 4
+  variable = tf.Variable(tf.zeros((n,), tf.float32))
+  ones = tf.ones((n,), tf.float32)
+
+  @tf.function
+  def add():
+    variable.assign_add(ones)
+    return tf.constant(0)
+
+  add().numpy()  # warm-up
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    add().numpy()
+    best = min(best, time.perf_counter() - start)
+  return 3 * megabytes * 2 ** 20 / best / 1e9
+
+
 def time_calls(fn: Callable[[], object], steps: int,
                warmup: int) -> List[float]:
   """Seconds of each of ``steps`` calls of ``fn`` after ``warmup`` calls.

@@ -10,7 +10,7 @@ Spec keys shared by all workers: ``trunk`` (TrunkConfig fields), ``batch_size``,
 the timed calls: the better of the two).
 
 Kinds:
-  peak      fp32 and bf16 matmul peaks.
+  peak      fp32 and bf16 matmul peaks, memory bandwidth (``x + 1``).
   task      training step of ``tasks`` (one or several, one cycle) at
             ``precision``, ``jit_compile``, ``steps_per_call``.
   trunk     trunk-alone forward + backward: TF-Slim and ours (``precisions``),
@@ -18,7 +18,8 @@ Kinds:
   options   one task's step with each speed option (``variants``), alternated.
   multitask each single-task step and the joint step of ``tasks`` on one
             shared network, alternated (the multi-task overhead).
-  pipeline  examples/s of a task's tf.data pipeline, no model.
+  pipeline  examples/s of a task's tf.data pipeline, no model, from the
+            built-in source or (``source: folder``) JPEG files on disk.
   breakdown where one task's step goes (``breakdown.py``).
   levers    one task's step before and after issue 16's changes
             (``legacy.py``: elementwise RMSProp dividing by a group of one,
@@ -30,6 +31,7 @@ memory is then that of the old implementation).
 """
 
 import os
+import tempfile
 import time
 import typing
 from typing import Dict
@@ -87,7 +89,8 @@ def _task_flops(tasks, spec) -> int:
 def run_peak(spec) -> dict:
   del spec
   return {"matmul_gflops": timing.matmul_peak(tf.float32),
-          "bf16_matmul_gflops": timing.matmul_peak(tf.bfloat16)}
+          "bf16_matmul_gflops": timing.matmul_peak(tf.bfloat16),
+          "memory_gbps": timing.memory_bandwidth()}
 
 
 def run_task(spec) -> dict:
@@ -180,20 +183,34 @@ def run_multitask(spec) -> dict:
           "overhead": seconds[joint] / sum(seconds[t] for t in names)}
 
 
+def _jpeg_folder(directory: str) -> str:
+  """The built-in sample photos written as JPEG files (quality 90) under
+  ``directory``: the folder source then reads and decodes files from disk."""
+  from mtssl_tf.data import sample_data  # pylint: disable=g-import-not-at-top
+  for name, photo in sample_data.load_photos():
+    tf.io.write_file(os.path.join(directory, f"{name}.jpg"),
+                     tf.io.encode_jpeg(photo, quality=90))
+  return directory
+
+
 def run_pipeline(spec) -> dict:
+  """Examples/s of a task's pipeline alone; ``source`` "builtin" (decoded
+  photos in memory) or "folder" (the same photos as JPEG files on disk)."""
   name = spec["tasks"][0]
   task = _tasks([name], spec)[name]
-  dataset, _ = task.make_dataset(config_lib.DataConfig(), spec["batch_size"],
-                                 seed=0)
-  iterator = iter(dataset)
-  for _ in range(spec["warmup"]):
-    next(iterator)
-  start = time.perf_counter()
-  for _ in range(spec["steps"]):
-    tf.nest.map_structure(lambda t: t.numpy(), next(iterator))
-  seconds = time.perf_counter() - start
+  with tempfile.TemporaryDirectory() as tmp:
+    data = (config_lib.DataConfig(source="folder", path=_jpeg_folder(tmp))
+            if spec.get("source") == "folder" else config_lib.DataConfig())
+    dataset, _ = task.make_dataset(data, spec["batch_size"], seed=0)
+    iterator = iter(dataset)
+    for _ in range(spec["warmup"]):
+      next(iterator)
+    start = time.perf_counter()
+    for _ in range(spec["steps"]):
+      tf.nest.map_structure(lambda t: t.numpy(), next(iterator))
+    seconds = time.perf_counter() - start
   return {"examples_per_second": spec["steps"] * spec["batch_size"] / seconds,
-          "batches": spec["steps"]}
+          "batches": spec["steps"], "source": spec.get("source", "builtin")}
 
 
 # Levers of the levers section: (head variant of legacy.task_class, old

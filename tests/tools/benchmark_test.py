@@ -49,9 +49,11 @@ def test_smoke_run_prints_tables_and_writes_json(tmp_path):
   (trunk,) = results["trunk"]
   assert set(trunk["step_seconds"]) == {
       "TF-Slim resnet_v2 (graph, Session)", "mtssl_tf float32"}
-  (pipeline,) = results["pipelines"]
-  assert pipeline["tasks"] == ["col"]
-  assert pipeline["examples_per_second"] > 0
+  builtin, folder = results["pipelines"]
+  assert builtin["tasks"] == folder["tasks"] == ["col"]
+  assert (builtin["source"], folder["source"]) == ("builtin", "folder")
+  assert builtin["examples_per_second"] > 0
+  assert folder["examples_per_second"] > 0
   (options,) = results["options"]
   assert set(options["step_seconds"]) == {"baseline", "steps_per_call"}
   assert results["markdown"].strip() == result.stdout.strip()
@@ -128,7 +130,7 @@ def test_report_figures_from_known_measurements():
   # Trunk: 72 GFLOP/s, 60% of the peak, 2x TF-Slim.
   assert "| mtssl_tf float32 | 2.5 | 0.8 | 72 | 60 | 2 |" in text
   # Pipeline 2 examples/s feeding a 1 example/s step: headroom 2.
-  assert "| rp | 2 | 1 | 2 | 500 |" in text
+  assert "| rp | builtin | 2 | 1 | 2 | 500 |" in text
   met = {row[0]: row[2] for row in report.targets(results)}
   assert met == {
       "rp step >= 75% of fp32 matmul peak": False,
@@ -136,7 +138,7 @@ def test_report_figures_from_known_measurements():
       "rp+col step >= 75% of fp32 matmul peak": False,
       "trunk mtssl_tf float32 >= 1.3x TF-Slim": True,
       "trunk mtssl_tf float32 >= 70% of fp32 matmul peak": False,
-      "rp pipeline >= 3x its float32 step": False,
+      "rp pipeline (builtin) >= 3x its float32 step": False,
       "rp+col float32 <= 1.05x sum of single steps": False}
 
 
@@ -176,16 +178,20 @@ def test_report_breakdown_and_levers_from_known_measurements():
           "task": "ex", "training_flops": 90 * gflop, "examples_per_step": 2,
           "matmul_gflops": 60.0,
           "step_seconds": {"conv fc units": 4.5, "after": 3.0}}]
+  # (2**20 + 3e6) parameters x 28 bytes = 0.113 GB moved by the update.
+  results["machine"]["memory_gbps"] = 0.113360128
   text = report.markdown(results)
   # The legacy row is labelled and ignored by the rates and targets.
   assert "| rp | before (legacy) | float32 | 2 | 4 |" in text
   assert report._step_rate(results, "rp", "float32") == 1.0
   # Trunk 3 x 20 GFLOP in 1.5 s = 40 GFLOP/s = 33.3% of 120; head 30 GFLOP
   # in 0.5 s = 60 = 50%; step 90 in 2.5 s = 36 = 30%. Input: 2 examples at
-  # 2 examples/s = 1 s. Floor: (2**20 + 3e6) x 16 bytes = 61.8 MiB.
+  # 2 examples/s = 1 s. Update at bandwidth: 1 s. Ceiling: 90 GFLOP at
+  # 120 = 0.75 s over trunk 1.5 s + head 30 GFLOP at 120 (0.25 s) + update
+  # 1 s = 27.3%. Floor: (2**20 + 3e6) x 16 bytes = 61.8 MiB.
   assert ("| rp | 2.5 | 0.500 (20%) | 1.000 (40%) | 0.250 (10%) | "
           "0.250 (10%) | 0.250 (10%) | 0.250 (10%) | 1 | 33.3 | 50 | 30 | "
-          "1.0M + 3.0M | 61.8 | 400 | 3000 |") in text
+          "1 | 27.3 | 1.0M + 3.0M | 61.8 | 400 | 3000 |") in text
   # Levers: 90 GFLOP in 3 s = 30 GFLOP/s = 25% of the run's peak (the row
   # has no own peak); after 1.5x faster. The second row: 20 GFLOP/s = 33.3%
   # of its own process's 60, against its first variant.
