@@ -20,11 +20,15 @@ Two sources:
 Both yield ``(image uint8 [H, W, 3], depth float32 [H, W])`` pairs; a depth
 of 0 (or NaN) marks a pixel without a measurement, which every loss and
 measure excludes. A missing or malformed file raises ValueError at start-up
-(``check_mat_files``, ``check_tfds``) saying what is expected where. A frame
-that cannot be read later (e.g. a damaged compressed chunk of the labelled
-file: MATLAB v7.3 stores deflate-compressed chunks) is skipped and counted
-as "unreadable" under its name ``frame <1-based index>`` in a
-``skipping.SkipCounter`` (``SKIP_REASONS``), never fatal.
+(``check_mat_files``, ``check_tfds``) saying what is expected where. Damage
+met later is skipped and counted in a ``skipping.SkipCounter``, never fatal:
+a frame of the labelled file that cannot be read (e.g. a damaged compressed
+chunk: MATLAB v7.3 stores deflate-compressed chunks) as "unreadable" under
+``frame <1-based index>`` (``SKIP_REASONS``); a TFDS shard whose tail cannot
+be read as "bad_shard" (its readable records are used) and a record that
+does not parse or decode as "bad_record" under ``<shard>#<index>``
+(``TFDS_SKIP_REASONS``; ``skipping.read_tfds``; TFDS's own reader stops at
+the first damaged record).
 """
 
 import os
@@ -44,6 +48,7 @@ SPLIT_KEYS = ("trainNdxs", "testNdxs")
 TFDS_NAME = "nyu_depth_v2"
 TFDS_SPLITS = {"train": "train", "test": "validation"}
 SKIP_REASONS = ("unreadable",)
+TFDS_SKIP_REASONS = (skipping.BAD_SHARD, "bad_record")
 
 _EXPECTED_MAT = (
     "the official labelled file nyu_depth_v2_labeled.mat (MATLAB v7.3 / "
@@ -227,14 +232,23 @@ def check_tfds(data_dir: Optional[str], split: str):
 
 
 def tfds_dataset(data_dir: Optional[str], split: str, shuffle: bool = False,
-                 seed: int = 0) -> tf.data.Dataset:
-  """The TFDS source as ``(image uint8, depth float32)`` pairs."""
+                 seed: int = 0,
+                 counter: Optional[skipping.SkipCounter] = None
+                 ) -> tf.data.Dataset:
+  """The TFDS source as ``(image uint8, depth float32)`` pairs.
+
+  Damaged shards and records are skipped and counted in ``counter`` (reasons
+  ``TFDS_SKIP_REASONS``; a private counter if None). With ``shuffle`` the
+  order is reshuffled every pass (repeat outside).
+  """
   builder = check_tfds(data_dir, split)
-  ds = builder.as_dataset(split=TFDS_SPLITS[split], shuffle_files=shuffle,
-                          read_config=None)
+  counter = counter or skipping.SkipCounter(TFDS_SKIP_REASONS)
+  ds = skipping.read_tfds(builder, TFDS_SPLITS[split], counter,
+                          deterministic=not shuffle)
   if shuffle:
     ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)
-  return ds.map(lambda ex: (ex["image"], tf.cast(ex["depth"], tf.float32)),
+  return ds.map(lambda name, ex: (ex["image"],
+                                  tf.cast(ex["depth"], tf.float32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
 
 

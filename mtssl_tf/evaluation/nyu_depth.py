@@ -197,15 +197,21 @@ def check(config: Config) -> None:
 # ---- Data -------------------------------------------------------------------
 
 def _sources(config: Config, output_dir: str, seed: int):
-  """(train pairs, test pairs, counts) as uint8/float32 datasets; with the
-  labelled file, ``counts["skipped"]`` holds a ``SkipCounter`` per split of
-  the unreadable frames (converted to counts by ``train_and_evaluate``)."""
+  """(train pairs, test pairs, counts) as uint8/float32 datasets;
+  ``counts["skipped"]`` holds a ``SkipCounter`` per split of the frames
+  (labelled file) or shards/records (TFDS) that could not be read (converted
+  to counts by ``train_and_evaluate``)."""
   if config.source == "tfds":
     data_dir = config.tfds_data_dir or None
-    train = nyu_depth_v2.tfds_dataset(data_dir, "train", True, seed)
-    test = nyu_depth_v2.tfds_dataset(data_dir, "test")
+    skipped = {split: skipping.SkipCounter(nyu_depth_v2.TFDS_SKIP_REASONS)
+               for split in ("train", "test")}
+    train = nyu_depth_v2.tfds_dataset(data_dir, "train", True, seed,
+                                      counter=skipped["train"])
+    test = nyu_depth_v2.tfds_dataset(data_dir, "test",
+                                     counter=skipped["test"])
     counts = {"train_images": nyu_depth_v2.tfds_size(data_dir, "train"),
-              "test_images": nyu_depth_v2.tfds_size(data_dir, "test")}
+              "test_images": nyu_depth_v2.tfds_size(data_dir, "test"),
+              "skipped": skipped}
     return train, test, counts
   if config.source == "synthetic":
     mat, splits = synthetic_depth.write_nyu_files(

@@ -3,14 +3,18 @@
 import dataclasses
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
+import tf_keras
 
 from mtssl_tf import config as config_lib
 from mtssl_tf.data import depth_augment
@@ -110,47 +114,214 @@ def test_augmentation_keeps_image_and_depth_aligned():
     assert dep.max() <= 4.0 + 1e-5
 
 
-@pytest.mark.slow
-def test_mat_source_trains_resumes_and_measures(tmp_path):
+def _ramp_pair():
+  """Depth 1..4 m rising left to right; every image channel is 50 x depth,
+  so a geometric step applied to both keeps image = 50 s x depth."""
+  depth = np.tile(1.0 + 3.0 * np.arange(60) / 59.0, (40, 1)).astype(np.float32)
+  image = np.repeat((50.0 * depth)[..., None], 3, -1).round().astype(np.uint8)
+  return image, depth
+
+
+def _augment(cfg, seed):
+  tf.random.set_seed(seed)
+  image, depth = depth_augment.train_example(*_ramp_pair(), cfg)
+  return (image.numpy() + 1.0) * 127.5, depth.numpy()
+
+
+def test_each_augmentation_flag_acts_on_image_and_depth_together():
+  none = depth_augment.AugmentConfig(resize=(40, 60), crop=(32, 48),
+                                     scale=(1.0, 1.0), rotation_degrees=0.0,
+                                     color=(1.0, 1.0), flip=False)
+  # Crop only: image = 50 x depth exactly, and left stays left.
+  for seed in range(3):
+    image, depth = _augment(none, seed)
+    assert image.shape == (32, 48, 3) and depth.shape == (32, 48)
+    np.testing.assert_allclose(image[..., 0], 50 * depth, atol=0.6)
+    assert depth[:, -1].min() > depth[:, 0].max()
+  # Flips: both orientations occur, always the same for image and depth.
+  flipped = []
+  for seed in range(12):
+    image, depth = _augment(dataclasses.replace(none, flip=True), seed)
+    np.testing.assert_allclose(image[..., 0], 50 * depth, atol=0.6)
+    flipped.append(depth[0, 0] > depth[0, -1])
+  assert 0 < sum(flipped) < 12
+  # Scale s = 1.5: the scene is magnified and moved closer (depth / s); the
+  # image keeps its values, so image = 75 x depth.
+  image, depth = _augment(dataclasses.replace(none, scale=(1.5, 1.5)), 0)
+  inner = (slice(2, -2), slice(2, -2))
+  np.testing.assert_allclose(image[inner][..., 0] / depth[inner], 75.0,
+                             rtol=0.03)
+  span = depth[:, -1].mean() - depth[:, 0].mean()
+  assert span == pytest.approx(3.0 * 47 / 59 / 1.5 / 1.5, rel=0.1)
+  # Rotation: the iso-depth lines tilt (rows differ); pixels brought in from
+  # outside the frame have depth 0 (masked) and a black image.
+  tilts = []
+  for seed in range(6):
+    image, depth = _augment(dataclasses.replace(none, rotation_degrees=5.0),
+                            seed)
+    valid = scipy.ndimage.binary_erosion(depth > 0, iterations=2)
+    np.testing.assert_allclose(image[..., 0][valid], 50 * depth[valid],
+                               rtol=0.03)
+    outside = ~scipy.ndimage.binary_dilation(depth > 0, iterations=2)
+    assert np.all(image[..., 0][outside] < 1.0)
+    tilts.append(abs(float(np.mean(depth[3:6, 20:28]) -
+                           np.mean(depth[-6:-3, 20:28]))))
+  assert max(tilts) > 0.05
+  # Colour: a factor per channel on the image only; the depth is the same
+  # as without it (same random draws for the geometry).
+  image, depth = _augment(dataclasses.replace(none, color=(0.8, 1.2)), 5)
+  _, plain_depth = _augment(none, 5)
+  np.testing.assert_array_equal(depth, plain_depth)
+  factors = [np.median(image[..., k] / (50 * depth)) for k in range(3)]
+  assert all(0.79 < f < 1.21 for f in factors) and np.ptp(factors) > 1e-3
+  for k in range(3):
+    np.testing.assert_allclose(image[..., k], factors[k] * 50 * depth,
+                               atol=1.5)
+
+
+def test_lasso_feeds_the_combination_of_the_block3_units_to_the_decoder():
+  """--lasso (paper §5, Table 4): the decoder reads LassoCombine over every
+  block-3 unit instead of block 3's output; block 4 is never built."""
+  trunk = resnet_v2.build_trunk(config_lib.TrunkConfig(
+      depth=26, base_width=8, output_stride=16, include_block4=False))
+  units = sorted(k for k in trunk.output if k.startswith("block3/unit_"))
+  assert len(units) == 2 and not any(k.startswith("block4")
+                                     for k in trunk.output)
+  cfg = _tiny_config(decoder_filters=(8, 4, 4))
+  images = np.random.default_rng(0).uniform(-1, 1, (1, 32, 48, 3))
+  outputs = trunk(images, training=False)
+
+  def decoder_input(network):
+    decoder = network.get_layer("depth_decoder")
+    # Its last inbound node is the call inside ``network`` (node 0 is the
+    # decoder's own graph).
+    features = decoder.get_input_at(len(decoder.inbound_nodes) - 1)
+    probe = tf_keras.Model(network.input, features)
+    return probe(images, training=False).numpy()
+
+  plain = nyu_depth.build_network(trunk, cfg)
+  assert "nyu_depth_lasso" not in [l.name for l in plain.layers]
+  np.testing.assert_allclose(decoder_input(plain), outputs["block3"],
+                             atol=1e-5)
+  network = nyu_depth.build_network(trunk, cfg, lasso=True, lasso_l1=0.01)
+  lasso = network.get_layer("nyu_depth_lasso")
+  assert lasso.alpha.shape == (2,)
+  for weights in ([0.0, 3.0], [2.0, 0.0], [3.0, 4.0]):
+    lasso.alpha.assign(weights)
+    a = np.asarray(weights) / np.linalg.norm(weights)
+    want = a[0] * outputs[units[0]] + a[1] * outputs[units[1]]
+    np.testing.assert_allclose(decoder_input(network), want, atol=1e-4)
+  assert network(images).shape == (1, 16, 24, 1)  # stride 16, three x2
+  assert any("nyu_depth_lasso" in v.name for v in network.trainable_variables)
+
+
+def test_resume_refuses_a_directory_of_another_network(tmp_path):
+  """Resuming (test_entry_point_resumes_after_kill_9_and_writes_everything)
+  must not load a checkpoint of a different decoder: refused before any
+  data or model is built."""
   ctx = _context(tmp_path / "run")
-  cfg = _tiny_config(max_steps=2, synthetic_train=16, synthetic_test=4)
-  nyu_depth.check(cfg)
-  metrics, counts, _ = nyu_depth.train_and_evaluate(ctx, cfg)
-  assert set(metrics) == set(nyu_depth.HEADLINE)
-  assert counts["train_images"] == 16 and counts["test_images_evaluated"] == 4
-  assert tf.train.latest_checkpoint(str(tmp_path / "run" / "train")).endswith(
-      "-2")
-  # Resume to 4 steps from the checkpoint at 2.
-  cfg4 = dataclasses.replace(cfg, max_steps=4)
-  _, counts, _ = nyu_depth.train_and_evaluate(ctx, cfg4)
-  assert counts["train_steps"] == 4
-  with pytest.raises(ValueError, match="another --output_dir"):
-    nyu_depth.train_and_evaluate(
-        ctx, dataclasses.replace(cfg4, decoder_filters=(16, 8, 4)))
+  cfg = _tiny_config()
+  nyu_depth._check_resume(str(tmp_path / "run" / "train"), cfg, False)  # pylint: disable=protected-access
+  for changed, lasso in ((dict(decoder_filters=(16, 8, 4)), False),
+                         (dict(output_stride=8), False), ({}, True)):
+    ctx.lasso = lasso
+    with pytest.raises(ValueError, match="another --output_dir"):
+      nyu_depth.train_and_evaluate(ctx, dataclasses.replace(cfg, **changed))
+  assert os.listdir(tmp_path / "run") == ["train"]
+
+
+def _event_values(directory):
+  """{tag: [(step, value)]} of the TensorBoard event files in directory:
+  scalars as floats, images as decoded uint8 arrays."""
+  values = {}
+  for name in sorted(os.listdir(directory)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(directory, name)):
+      for value in event.summary.value:
+        tensor = tf.make_ndarray(value.tensor)
+        if value.metadata.plugin_data.plugin_name == "images":
+          # [width, height, png, png, ...]
+          decoded = [tf.io.decode_png(png).numpy() for png in tensor[2:]]
+          values.setdefault(value.tag, []).append((event.step, decoded))
+        else:
+          values.setdefault(value.tag, []).append((event.step, float(tensor)))
+  return values
 
 
 @pytest.mark.slow
-def test_entry_point_runs_the_builtin_flagfile(tmp_path):
-  """python -m mtssl_tf.evaluate with flags/eval_builtin_depth.cfg, shrunk."""
+def test_entry_point_resumes_after_kill_9_and_writes_everything(tmp_path):
+  """python -m mtssl_tf.evaluate with flags/eval_builtin_depth.cfg (shrunk),
+  killed with SIGKILL after its first checkpoint, then run again: it resumes
+  from that checkpoint and writes results.json, the Markdown row,
+  TensorBoard scalars and colour-mapped depth images, progress lines with
+  rate and ETA."""
   root = os.path.dirname(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))))
   out = str(tmp_path / "out")
-  done = subprocess.run(
-      [sys.executable, "-m", "mtssl_tf.evaluate",
-       "--flagfile=flags/eval_builtin_depth.cfg", "--random_init",
-       "--depth=14", "--base_width=8", f"--output_dir={out}",
-       "--nyu_depth.synthetic_train=4", "--nyu_depth.synthetic_test=2",
-       "--nyu_depth.synthetic_size=(30, 40)",
-       "--nyu_depth.augment.resize=(30, 40)",
-       "--nyu_depth.augment.crop=(24, 32)", "--nyu_depth.batch_size=2",
-       "--nyu_depth.max_steps=2", "--nyu_depth.decoder_filters=(8, 8, 8)"],
-      cwd=root, capture_output=True, text=True, timeout=600)
+  command = [
+      sys.executable, "-m", "mtssl_tf.evaluate",
+      "--flagfile=flags/eval_builtin_depth.cfg", "--random_init",
+      "--depth=14", "--base_width=8", f"--output_dir={out}",
+      "--nyu_depth.synthetic_train=4", "--nyu_depth.synthetic_test=2",
+      "--nyu_depth.synthetic_size=(30, 40)",
+      "--nyu_depth.augment.resize=(30, 40)",
+      "--nyu_depth.augment.crop=(24, 32)", "--nyu_depth.batch_size=2",
+      "--nyu_depth.max_steps=300", "--nyu_depth.checkpoint_every_steps=2",
+      "--nyu_depth.log_every_steps=2", "--nyu_depth.image_summary_every_steps=2",
+      "--nyu_depth.decoder_filters=(8, 8, 8)"]
+  train_dir = os.path.join(out, "train")
+  killed = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 300
+  while not (os.path.isdir(train_dir) and tf.train.latest_checkpoint(
+      train_dir)) and time.monotonic() < deadline:
+    assert killed.poll() is None, "the first run ended before the kill"
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert killed.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(out, "results.json"))
+  saved = int(tf.train.latest_checkpoint(train_dir).rsplit("-", 1)[1])
+  assert 2 <= saved < 300
+  # Run again, to 4 steps past the checkpoint (max_steps may change on a
+  # resume; the network's fields may not).
+  final = saved + 4
+  done = subprocess.run(command + [f"--nyu_depth.max_steps={final}"],
+                        cwd=root, capture_output=True, text=True,
+                        timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
+  log = done.stdout + done.stderr
+  assert "nyu_depth: resumed from" in log and f"ckpt-{saved}" in log
+  assert re.search(rf"nyu_depth train {final}/{final} \(100%\) [\d.]+ step/s "
+                   rf"ETA", log)
   results = json.load(open(os.path.join(out, "results.json")))
   assert set(results["metrics"]) == set(nyu_depth.HEADLINE)
   assert results["config"]["augment"]["crop"] == [24, 32]
   assert results["counts"]["test_images_evaluated"] == 2
-  assert "delta1" in open(os.path.join(out, "results.md")).read()
+  assert results["counts"]["train_steps"] == final
+  assert results["counts"]["skipped_train"] == {"unreadable": 0}
+  row = open(os.path.join(out, "results.md")).read()
+  assert row.splitlines()[0].startswith("| evaluated | evaluation | delta1 |")
+  assert "| random_init | nyu_depth |" in row
+  # TensorBoard: training scalars of the resumed steps, the final measures,
+  # and the input, ground truth and prediction as images (viridis colours).
+  # (The killed run's events may not have been flushed.)
+  events = _event_values(out)
+  for tag in ("nyu_depth/berhu", "nyu_depth/total_loss",
+              "nyu_depth/learning_rate", "nyu_depth/steps_per_sec"):
+    steps = [step for step, _ in events[tag]]
+    assert saved + 2 in steps and max(steps) == final, tag
+  assert events["nyu_depth/result/delta1"][0][1] == pytest.approx(
+      results["metrics"]["delta1"])
+  for tag in ("nyu_depth/image", "nyu_depth/ground_truth",
+              "nyu_depth/prediction"):
+    _, images = events[tag][-1]
+    assert len(images) == 2 and images[0].shape == (30, 40, 3), tag
+  truth = events["nyu_depth/ground_truth"][-1][1][0].astype(int)
+  # A colour map, not grey: channels differ where the depth is valid.
+  assert np.abs(truth[..., 0] - truth[..., 2]).max() > 50
 
 
 def _constant_baseline(mat, splits, cfg):
