@@ -44,13 +44,17 @@ def valid_mask(depth, min_depth: float = 1e-3, max_depth: float = 10.0):
   return finite & (safe >= min_depth) & (safe <= max_depth)
 
 
-def berhu_loss(prediction, target, mask, threshold_fraction: float = 0.2):
+def berhu_loss(prediction, target, mask, threshold_fraction: float = 0.2,
+               reduce_max=None):
   """Mean berHu over the valid pixels of the batch.
 
   Args:
     prediction, target: float ``[N, H, W]`` or ``[N, H, W, 1]`` (same shape).
     mask: bool, same shape; False pixels are ignored (also for c).
     threshold_fraction: c = threshold_fraction * max |residual| (0.2).
+    reduce_max: optional function of this batch's max |residual| giving the
+      max over the whole batch when it is split over replicas (an
+      all-gather and max).
 
   Returns:
     Scalar float32 (0 if no pixel is valid).
@@ -59,7 +63,10 @@ def berhu_loss(prediction, target, mask, threshold_fraction: float = 0.2):
   target = tf.cast(target, tf.float32)
   mask = tf.cast(mask, tf.bool)
   residual = tf.where(mask, tf.abs(prediction - target), 0.0)
-  c = tf.stop_gradient(threshold_fraction * tf.reduce_max(residual))
+  largest = tf.reduce_max(residual)
+  if reduce_max is not None:
+    largest = reduce_max(largest)
+  c = tf.stop_gradient(threshold_fraction * largest)
   safe_c = tf.maximum(c, 1e-12)  # c = 0 only when every residual is 0
   quadratic = (tf.square(residual) + tf.square(c)) / (2.0 * safe_c)
   per_pixel = tf.where(residual <= c, residual, quadratic)

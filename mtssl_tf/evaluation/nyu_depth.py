@@ -28,8 +28,10 @@ every 7 epochs), 20 epochs of ~95k pairs (Laina's augmented set), i.e.
 ~119k updates. With the official 795 training frames that is many passes
 over each frame; every field below is a flag to change it.
 
-The loop follows pre-training's conventions: tf.distribute (the current
-strategy; gradients averaged over replicas), a ``tf.train.CheckpointManager``
+The loop follows pre-training's conventions: tf.distribute (``strategy``
+"default" or "mirrored" as pre-training's --strategy, ``batch_size`` the
+global batch; gradients averaged over replicas and berHu's c taken over the
+whole batch, all replicas), a ``tf.train.CheckpointManager``
 under ``output_dir/train`` (resumes after kill -9; a non-finite loss stops
 the run before it is applied or saved), TensorBoard scalars and colour-mapped
 depth images, progress lines with rate and ETA.
@@ -54,9 +56,11 @@ from mtssl_tf.evaluation import depth_metrics
 from mtssl_tf.evaluation import eval_base
 from mtssl_tf.evaluation import up_projection
 from mtssl_tf.models import lasso as lasso_lib
+from mtssl_tf.training import replicas
 
 NAME = "nyu_depth"
 SOURCES = ("mat", "tfds", "synthetic")
+STRATEGIES = ("default", "mirrored")
 HEADLINE = ("delta1", "delta2", "delta3", "abs_rel", "mae", "rmse", "log10")
 # Eigen et al.'s evaluation crop of a 480x640 frame: rows [45, 471), columns
 # [41, 601).
@@ -115,6 +119,10 @@ class Config:
     checkpoint_every_steps: save a checkpoint every this many steps.
     log_every_steps: progress line and TensorBoard scalars interval.
     image_summary_every_steps: colour-mapped depth images interval (0: off).
+    strategy: "default" (one device) or "mirrored" (all local GPUs, or
+      ``num_cpu_devices`` logical CPUs), as pre-training's --strategy
+      (training/replicas.py); batch_size is the global batch.
+    num_cpu_devices: with strategy "mirrored" and no GPU, split the CPU.
   """
   source: str = "mat"
   labeled_mat: str = ""
@@ -145,6 +153,8 @@ class Config:
   checkpoint_every_steps: int = 1000
   log_every_steps: int = 50
   image_summary_every_steps: int = 1000
+  strategy: str = "default"
+  num_cpu_devices: int = 0
 
 
 def check(config: Config) -> None:
@@ -178,6 +188,16 @@ def check(config: Config) -> None:
     raise ValueError(f"--nyu_depth.eval_crop must be (top, bottom, left, "
                      f"right) in 480x640 pixels or (), got "
                      f"{config.eval_crop}.")
+  if config.strategy not in STRATEGIES:
+    raise ValueError(f"--nyu_depth.strategy must be one of {STRATEGIES}, got "
+                     f"{config.strategy!r}.")
+  if config.num_cpu_devices and config.strategy != "mirrored":
+    raise ValueError("--nyu_depth.num_cpu_devices needs "
+                     "--nyu_depth.strategy=mirrored.")
+  if config.num_cpu_devices and config.batch_size % config.num_cpu_devices:
+    raise ValueError(f"--nyu_depth.batch_size ({config.batch_size}) must be "
+                     f"a multiple of --nyu_depth.num_cpu_devices "
+                     f"({config.num_cpu_devices}).")
   depth_augment.check(config.augment)
   if config.source == "mat":
     if not config.labeled_mat or not config.splits_mat:
@@ -192,6 +212,12 @@ def check(config: Config) -> None:
       nyu_depth_v2.check_tfds(config.tfds_data_dir or None, split)
   elif min(config.synthetic_train, config.synthetic_test) < 1:
     raise ValueError("--nyu_depth.synthetic_train/test must be >= 1.")
+
+
+def configure_runtime(config: Config) -> None:
+  """Before any TensorFlow op (evaluate.py calls it after ``check``)."""
+  if config.strategy == "mirrored":
+    replicas.configure_cpu_devices(config.num_cpu_devices)
 
 
 # ---- Data -------------------------------------------------------------------
@@ -386,7 +412,11 @@ def train_and_evaluate(ctx, config: Config):
   # ---- Data
   train_pairs, test_pairs, counts = _sources(config, ctx.output_dir, ctx.seed)
   steps = total_steps(config, counts["train_images"])
-  strategy = tf.distribute.get_strategy()
+  strategy = replicas.make_strategy(config.strategy, config.num_cpu_devices)
+  if config.batch_size % strategy.num_replicas_in_sync:
+    raise ValueError(f"--nyu_depth.batch_size ({config.batch_size}) must be "
+                     f"a multiple of the {strategy.num_replicas_in_sync} "
+                     f"replicas.")
   train_iter = iter(strategy.experimental_distribute_dataset(
       train_dataset(train_pairs, config)))
   test = test_dataset(test_pairs, config)
@@ -409,7 +439,7 @@ def train_and_evaluate(ctx, config: Config):
     log(f"nyu_depth: resumed from {manager.latest_checkpoint}")
 
   # ---- Step
-  replicas = strategy.num_replicas_in_sync
+  num_replicas = strategy.num_replicas_in_sync
 
   def replica_step(images, depths):
     with tf.GradientTape() as tape:
@@ -417,12 +447,17 @@ def train_and_evaluate(ctx, config: Config):
                               tf.shape(depths)[1:3])
       mask = depth_metrics.valid_mask(depths, config.min_depth,
                                       config.max_depth)
-      loss = depth_metrics.berhu_loss(prediction, depths, mask,
-                                      config.berhu_fraction)
+      # c from the largest residual of the whole batch (Laina et al.), i.e.
+      # over all replicas (tf.distribute has no MAX all-reduce: gather).
+      replica_ctx = tf.distribute.get_replica_context()
+      loss = depth_metrics.berhu_loss(
+          prediction, depths, mask, config.berhu_fraction,
+          reduce_max=lambda m: tf.reduce_max(replica_ctx.all_gather(
+              tf.reshape(m, [1]), axis=0)))
       regularization = tf.add_n([tf.cast(l, tf.float32)
                                  for l in network.losses] or [0.0])
       total = loss + regularization
-      per_replica = total / replicas  # gradients are summed over replicas
+      per_replica = total / num_replicas  # gradients are summed over replicas
     grads = tape.gradient(per_replica, network.trainable_variables)
     finite = tf.math.is_finite(total)
     grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
@@ -470,7 +505,7 @@ def train_and_evaluate(ctx, config: Config):
       if step % config.log_every_steps == 0 or step == steps:
         elapsed = max(time.monotonic() - window_start, 1e-9)
         lr = optimizer.learning_rate
-        lr = float(lr(step) if callable(lr) else lr)
+        lr = float(tf.convert_to_tensor(lr(step) if callable(lr) else lr))
         with ctx.writer.as_default(step=step):
           tf.summary.scalar("nyu_depth/berhu", loss)
           tf.summary.scalar("nyu_depth/total_loss", total)

@@ -17,6 +17,35 @@ def test_berhu_below_at_and_above_c():
   assert float(loss) == pytest.approx(34.0 / 4.0)
 
 
+def test_berhu_gradient_treats_c_as_a_constant():
+  # Laina et al.: c is a threshold, not differentiated. Residuals 1 (< c),
+  # 4 (> c) and 10 (max), c = 2: dB/dx = sign(x) below c and x / c above,
+  # each over the 3 pixels.
+  target = np.zeros((1, 3), np.float32)
+  prediction = tf.Variable([[1.0, -4.0, 10.0]])
+  with tf.GradientTape() as tape:
+    loss = depth_metrics.berhu_loss(prediction, target,
+                                    np.ones((1, 3), bool))
+  assert float(loss) == pytest.approx((1 + 20 / 4 + 104 / 4) / 3)
+  np.testing.assert_allclose(tape.gradient(loss, prediction).numpy(),
+                             [[1 / 3, -4 / 2 / 3, 10 / 2 / 3]], rtol=1e-6)
+
+
+def test_berhu_c_from_the_max_over_all_replicas():
+  # With the batch split over replicas, c comes from the largest residual of
+  # any replica (reduce_max stands for the all-reduce MAX): here 20, so
+  # c = 4 and this replica's residuals 1 and 2 are both below it.
+  loss = depth_metrics.berhu_loss(
+      np.array([[1.0, 2.0]], np.float32), np.zeros((1, 2), np.float32),
+      np.ones((1, 2), bool), reduce_max=lambda m: tf.maximum(m, 20.0))
+  assert float(loss) == pytest.approx(1.5)
+  # Without it, c = 0.4 and both are quadratic.
+  alone = depth_metrics.berhu_loss(
+      np.array([[1.0, 2.0]], np.float32), np.zeros((1, 2), np.float32),
+      np.ones((1, 2), bool))
+  assert float(alone) == pytest.approx(((1 + .16) / .8 + (4 + .16) / .8) / 2)
+
+
 def test_berhu_ignores_invalid_pixels_also_for_c():
   target = np.array([[1.0, 1.0, 0.0]], np.float32)
   prediction = np.array([[2.0, 1.5, 100.0]], np.float32)

@@ -67,6 +67,12 @@ def test_check_rejects_bad_settings_naming_the_flag(tmp_path):
   with pytest.raises(ValueError, match="crop"):
     nyu_depth.check(_tiny_config(augment=depth_augment.AugmentConfig(
         resize=(60, 80), crop=(64, 64))))
+  with pytest.raises(ValueError, match="strategy"):
+    nyu_depth.check(_tiny_config(strategy="multi_worker"))
+  with pytest.raises(ValueError, match="needs --nyu_depth.strategy=mirrored"):
+    nyu_depth.check(_tiny_config(num_cpu_devices=2))
+  with pytest.raises(ValueError, match="multiple"):
+    nyu_depth.check(_tiny_config(strategy="mirrored", num_cpu_devices=3))
   nyu_depth.check(_tiny_config())
 
 
@@ -252,8 +258,9 @@ def _event_values(directory):
 
 @pytest.mark.slow
 def test_entry_point_resumes_after_kill_9_and_writes_everything(tmp_path):
-  """python -m mtssl_tf.evaluate with flags/eval_builtin_depth.cfg (shrunk),
-  killed with SIGKILL after its first checkpoint, then run again: it resumes
+  """python -m mtssl_tf.evaluate with flags/eval_builtin_depth.cfg (shrunk)
+  on two mirrored CPU replicas (tf.distribute; one image each), killed with
+  SIGKILL after its first checkpoint, then run again: it resumes
   from that checkpoint and writes results.json, the Markdown row,
   TensorBoard scalars and colour-mapped depth images, progress lines with
   rate and ETA."""
@@ -270,7 +277,8 @@ def test_entry_point_resumes_after_kill_9_and_writes_everything(tmp_path):
       "--nyu_depth.augment.crop=(24, 32)", "--nyu_depth.batch_size=2",
       "--nyu_depth.max_steps=300", "--nyu_depth.checkpoint_every_steps=2",
       "--nyu_depth.log_every_steps=2", "--nyu_depth.image_summary_every_steps=2",
-      "--nyu_depth.decoder_filters=(8, 8, 8)"]
+      "--nyu_depth.decoder_filters=(8, 8, 8)",
+      "--nyu_depth.strategy=mirrored", "--nyu_depth.num_cpu_devices=2"]
   train_dir = os.path.join(out, "train")
   killed = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
