@@ -139,8 +139,22 @@ def make_parser(det: faster_rcnn_c4.DetectorConfig, output_size,
 
 
 def dataset(pattern: str, parser, batch_size: int, training: bool,
-            seed: int = 0) -> tf.data.Dataset:
-  """Records matching ``pattern`` -> (images, labels) batches."""
+            seed: int = 0, deterministic: bool = False) -> tf.data.Dataset:
+  """Records matching ``pattern`` -> (images, labels) batches.
+
+  Args:
+    pattern: TFRecord glob.
+    parser: ``make_parser(...)``.
+    batch_size: images per batch (global).
+    training: shuffle (by ``seed``), repeat, augment, RPN targets.
+    seed: the shuffling seed.
+    deterministic: the same batches on every run given ``seed`` and the
+      global seed (``tf_keras.utils.set_random_seed``): Model Garden's parser
+      draws its jitter, crop, flip and RPN anchor sample with stateful random
+      ops, whose op seeds come from the global seed, so they are only
+      reproducible when the elements are parsed one at a time, in order
+      (a sequential map, slower); False parses in parallel.
+  """
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f"No TFRecords match {pattern!r}; write them with "
@@ -151,7 +165,7 @@ def dataset(pattern: str, parser, batch_size: int, training: bool,
   if training:
     ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True).repeat()
   ds = ds.map(lambda s: parse(decoder.decode(s)),
-              num_parallel_calls=tf.data.AUTOTUNE)
+              num_parallel_calls=None if deterministic else tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=training).prefetch(2)
 
 

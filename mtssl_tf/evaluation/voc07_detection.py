@@ -67,6 +67,8 @@ class Config:
     checkpoint_every: steps between training checkpoints.
     max_test_images: score only the first N test images (0: all).
     builtin_images: trainval/test images of the "builtin" devkit.
+    deterministic_input: the same training batches on every run of a
+      seed (the parser's random augmentation runs in order, slower).
     strategy: "default" (one device) or "mirrored" (all local GPUs, or
       ``num_cpu_devices`` logical CPUs), as pre-training's --strategy
       (training/replicas.py); batch_size is the global batch.
@@ -92,6 +94,7 @@ class Config:
   checkpoint_every: int = 1000
   max_test_images: int = 0
   builtin_images: Tuple[int, int] = (160, 40)
+  deterministic_input: bool = False
   strategy: str = "default"
   num_cpu_devices: int = 0
   mixed_precision: str = "auto"
@@ -203,7 +206,8 @@ def run(ctx: eval_base.EvalContext, config: Config) -> eval_base.EvalResult:
   train_parser = detection_training.make_parser(
       det, config.output_size, config.scale_min, config.scale_max, True)
   train_ds = detection_training.dataset(train_pattern, train_parser,
-                                        config.batch_size, True, ctx.seed)
+                                        config.batch_size, True, ctx.seed,
+                                        config.deterministic_input)
   # Re-estimate batch-norm statistics if asked (random / barely trained
   # trunks): the trunk reads [-1, 1] pixels, the parser's images are
   # normalised with ImageNet's mean and std.

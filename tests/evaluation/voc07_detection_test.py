@@ -75,6 +75,33 @@ def test_run_writes_per_class_results_and_resumes(tmp_path):
              for m in logs), logs
 
 
+def _first_batches(records, global_seed, n=2):
+  tf_keras.utils.set_random_seed(global_seed)
+  ds = detection_training.dataset(
+      f"{records}/trainval-*",
+      detection_training.make_parser(TINY_DET, SIZE, 0.5, 2.0, True), 2,
+      True, seed=0, deterministic=True)
+  return [(images.numpy(), labels["rpn_score_targets"]["4"].numpy(),
+           labels["gt_boxes"].numpy()) for images, labels in ds.take(n)]
+
+
+def test_deterministic_input_repeats_given_the_seeds(tmp_path):
+  """--voc07_detection.deterministic_input: jitter, crop, flip and the RPN
+  anchor sample repeat exactly for the same seeds, and change with the
+  global seed (so the comparison can fail)."""
+  root, records = str(tmp_path / "voc"), str(tmp_path / "records")
+  synthetic_voc.make_devkit(root, 4, 0, seed=0)
+  voc_records.make_records(voc_records.VocRecordsConfig(records,
+                                                        voc_dir=root))
+  first, again = _first_batches(records, 0), _first_batches(records, 0)
+  other = _first_batches(records, 1)
+  for a, b in zip(first, again):
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+  assert any(not np.array_equal(x, y) for a, c in zip(first, other)
+             for x, y in zip(a, c))
+
+
 # Batch-norm decay 0.9: after the test's 300 steps the moving statistics
 # weigh their initial values 0.9**300 ~ 0; at TF-Slim's 0.997 they still
 # weighed 0.997**300 = 0.41, so the trained detector ran at test time with
@@ -118,7 +145,7 @@ def _train_and_score(records, train_dir, freeze_trunk, steps, score=True):
   train = detection_training.dataset(
       f"{records}/trainval-*",
       detection_training.make_parser(TINY_DET, SIZE, 0.8, 1.25, True), 2,
-      True)
+      True, deterministic=True)
   detection_training.train(model, train, settings, train_dir)
   m_ap = None
   if score:
