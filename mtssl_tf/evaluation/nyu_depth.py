@@ -33,7 +33,8 @@ The loop follows pre-training's conventions: tf.distribute (``strategy``
 global batch; gradients averaged over replicas and berHu's c taken over the
 whole batch, all replicas), a ``tf.train.CheckpointManager``
 under ``output_dir/train`` (resumes after kill -9; a non-finite loss stops
-the run before it is applied or saved), TensorBoard scalars and colour-mapped
+the run before anything after it is saved: its gradients are zeroed, though
+SGD's momentum still moves the weights in memory), TensorBoard scalars and colour-mapped
 depth images, progress lines with rate and ETA.
 """
 
@@ -71,7 +72,7 @@ _MODEL_FIELDS = ("output_stride", "decoder_filters", "fast_up_projection")
 
 
 class NonFiniteLossError(RuntimeError):
-  """The depth loss became NaN/Inf; the update was not applied."""
+  """The depth loss became NaN/Inf; nothing after it was saved."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,9 +497,10 @@ def train_and_evaluate(ctx, config: Config):
       loss, total = train_step()
       if not np.isfinite(float(total)):
         raise NonFiniteLossError(
-            f"nyu_depth: non-finite loss at step {step}; the update was not "
-            f"applied and the last checkpoint ({manager.latest_checkpoint}) "
-            f"is kept. Lower --nyu_depth.learning_rate.")
+            f"nyu_depth: non-finite loss at step {step}; the run stops "
+            f"without saving, so the last checkpoint "
+            f"({manager.latest_checkpoint}) holds the finite weights from "
+            f"before it. Lower --nyu_depth.learning_rate and run again.")
       step += 1
       window_steps += 1
       progress.update(step)

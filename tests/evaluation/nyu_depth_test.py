@@ -236,6 +236,37 @@ def test_resume_refuses_a_directory_of_another_network(tmp_path):
   assert os.listdir(tmp_path / "run") == ["train"]
 
 
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_before_anything_non_finite_is_saved(
+    tmp_path, monkeypatch):
+  # The loss turns NaN from the 4th step on (a counter inside the traced
+  # step); checkpoints are written every step.
+  calls = tf.Variable(0)
+  berhu = depth_metrics.berhu_loss
+
+  def poisoned(*args, **kwargs):
+    with tf.control_dependencies([calls.assign_add(1)]):
+      loss = berhu(*args, **kwargs)
+    return tf.where(calls > 3, np.float32(np.nan), loss)
+
+  monkeypatch.setattr(depth_metrics, "berhu_loss", poisoned)
+  ctx = _context(tmp_path / "run")
+  cfg = _tiny_config(max_steps=8, checkpoint_every_steps=1,
+                     synthetic_train=8, synthetic_test=2)
+  with pytest.raises(nyu_depth.NonFiniteLossError, match="step 3.*ckpt-3"):
+    nyu_depth.train_and_evaluate(ctx, cfg)
+  latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "train"))
+  assert latest.endswith("ckpt-3")
+  reader = tf.train.load_checkpoint(latest)
+  names = [n for n in reader.get_variable_to_shape_map()
+           if "network" in n and "OPTIMIZER_SLOT" not in n]
+  assert len(names) > 20
+  for name in names:
+    value = reader.get_tensor(name)
+    if np.issubdtype(np.asarray(value).dtype, np.floating):
+      assert np.all(np.isfinite(value)), name
+
+
 def _event_values(directory):
   """{tag: [(step, value)]} of the TensorBoard event files in directory:
   scalars as floats, images as decoded uint8 arrays."""
