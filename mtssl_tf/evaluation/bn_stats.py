@@ -17,7 +17,7 @@ which are accumulated here in float64.
 """
 
 import os
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -30,18 +30,21 @@ def batch_norm_layers(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:
 
 
 def recompute(trunk: tf_keras.Model, images: tf.data.Dataset, num_images: int,
-              log: Callable[[str], None] = print) -> int:
+              log: Callable[[str], None] = print,
+              layers: Optional[List[tf_keras.layers.Layer]] = None) -> int:
   """Sets every BN layer's moving statistics to their mean over ~num_images.
 
   Args:
     trunk: the trunk (its BN layers are updated in place).
     images: float32 ``[B, H, W, 3]`` batches in [-1, 1] (repeated as needed).
     num_images: images to average over (whole batches; at least one batch).
+    layers: the batch-norm layers to re-estimate (default: the trunk's own
+      ``batch_norm_layers``; a model holding nested models passes them all).
 
   Returns:
     The number of images used.
   """
-  layers = batch_norm_layers(trunk)
+  layers = batch_norm_layers(trunk) if layers is None else list(layers)
   momenta = [layer.momentum for layer in layers]
   sums = [[np.zeros(layer.moving_mean.shape, np.float64),
            np.zeros(layer.moving_variance.shape, np.float64)]

@@ -53,6 +53,7 @@ from mtssl_tf.data import depth_augment
 from mtssl_tf.data import nyu_depth_v2
 from mtssl_tf.data import skipping
 from mtssl_tf.data import synthetic_depth
+from mtssl_tf.evaluation import bn_stats
 from mtssl_tf.evaluation import depth_metrics
 from mtssl_tf.evaluation import eval_base
 from mtssl_tf.evaluation import up_projection
@@ -377,6 +378,35 @@ def evaluate(network, test: tf.data.Dataset, config: Config,
   return result, count
 
 
+def _reestimate_stale_batch_norm(network, train_pairs, config: Config,
+                                 steps: int, num_images: int, log) -> int:
+  """Re-estimates every batch norm of ``network`` if fine-tuning was short.
+
+  The paper's recipe (~119k steps) leaves no trace of the initial moving
+  statistics (0.997**119k ~ 0). A short run (the built-in demo: 20 steps)
+  leaves a random or briefly pre-trained trunk's at their initial values,
+  and in inference mode its un-normalised residual stream explodes
+  (``bn_stats.py``): every prediction is 0. If some layer's moving average
+  still weighs its initial value > 10% (momentum**steps > 0.1) and the
+  entry point's --recompute_bn_stats asks for images (auto: 1024 for
+  --random_init and stale checkpoints), the statistics of all batch norms
+  (trunk and decoder) are set to their mean over that many augmented
+  training crops ("precise BN", ``bn_stats.recompute``) before measuring.
+  They are not saved: a resumed run trains from the checkpoint's.
+
+  Returns:
+    Images used (0: not re-estimated).
+  """
+  layers = [m for m in network.submodules
+            if isinstance(m, tf_keras.layers.BatchNormalization)]
+  if num_images <= 0 or not layers or max(
+      float(layer.momentum) ** steps for layer in layers) <= 0.1:
+    return 0
+  images = train_dataset(train_pairs, config).map(lambda i, d: i)
+  return bn_stats.recompute(network, images, num_images, log=log,
+                            layers=layers)
+
+
 def _check_resume(train_dir: str, config: Config, lasso: bool) -> None:
   info = {k: list(v) if isinstance(v, tuple) else v
           for k, v in dataclasses.asdict(config).items() if k in _MODEL_FIELDS}
@@ -423,7 +453,8 @@ def train_and_evaluate(ctx, config: Config):
   test = test_dataset(test_pairs, config)
 
   # ---- Model, optimizer, checkpoint. Every batch norm is fine-tuned in
-  # training mode, so --recompute_bn_stats is not needed here.
+  # training mode; --recompute_bn_stats only matters after a short run
+  # (_reestimate_stale_batch_norm).
   with strategy.scope():
     trunk = ctx.pretrained.build_trunk(include_block4=False,
                                        output_stride=config.output_stride)
@@ -528,11 +559,15 @@ def train_and_evaluate(ctx, config: Config):
   if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
       f"-{step}"):
     manager.save(checkpoint_number=step)
+  bn_images = _reestimate_stale_batch_norm(
+      network, train_pairs, config, step,
+      getattr(ctx, "recompute_bn_stats", 0), log)
   write_images(step)
 
   metrics, evaluated = evaluate(network, test, config, log)
   counts = dict(counts, test_images_evaluated=evaluated, train_steps=step)
-  details = {"output_stride": config.output_stride}
+  details = {"output_stride": config.output_stride,
+             "bn_stats_reestimated_on": bn_images}
   for split, counter in counts.pop("skipped", {}).items():
     # Distinct unreadable frames, and which (results.json).
     counts[f"skipped_{split}"] = counter.as_dict()

@@ -309,7 +309,8 @@ def test_entry_point_resumes_after_kill_9_and_writes_everything(tmp_path):
       "--nyu_depth.max_steps=300", "--nyu_depth.checkpoint_every_steps=2",
       "--nyu_depth.log_every_steps=2", "--nyu_depth.image_summary_every_steps=2",
       "--nyu_depth.decoder_filters=(8, 8, 8)",
-      "--nyu_depth.strategy=mirrored", "--nyu_depth.num_cpu_devices=2"]
+      "--nyu_depth.strategy=mirrored", "--nyu_depth.num_cpu_devices=2",
+      "--recompute_bn_stats=8"]
   train_dir = os.path.join(out, "train")
   killed = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -341,6 +342,10 @@ def test_entry_point_resumes_after_kill_9_and_writes_everything(tmp_path):
   assert results["counts"]["test_images_evaluated"] == 2
   assert results["counts"]["train_steps"] == final
   assert results["counts"]["skipped_train"] == {"unreadable": 0}
+  # A few steps leave the random trunk's moving statistics at their initial
+  # values: all batch norms are re-estimated before measuring.
+  assert results["details"]["bn_stats_reestimated_on"] == 8
+  assert "Re-estimated the statistics of" in log
   row = open(os.path.join(out, "results.md")).read()
   assert row.splitlines()[0].startswith("| evaluated | evaluation | delta1 |")
   assert "| random_init | nyu_depth |" in row
