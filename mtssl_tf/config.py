@@ -59,43 +59,73 @@ class DataConfig:
   tfds_manual_dir: Optional[str] = None
 
 
+LASSO_INITS = ("last", "uniform")
+MIXED_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """The multi-task training run (paper §4; mtssl_tf/training/loop.py).
 
+  Every field is also a flag of ``python -m mtssl_tf.main`` with the field's
+  name (``--max_steps=100``, ``--lasso``, ``--replicas_per_task=rp:2,col:2``),
+  generated from this class by ``config_flags``: the text below is the flags'
+  help, and the defaults here are the command line's.
+
   Attributes:
-    model_dir: checkpoints, TensorBoard logs, run.json; resumed if present.
-    max_steps: global steps to train (a global step is one cycle of updates).
-    batch_size: examples per task per replica (tasks may override it).
-    task_batch_size: per-task override of batch_size, e.g. {"col": 4}.
-    replicas_per_task: task -> replicas; empty = spread evenly over devices.
-    steps_per_cycle: task -> updates per global step (default 1 each).
-    task_step_cost: task -> cost of one update, for compute accounting (paper
-      §6 "Implementation details"); default 1.0 each.
-    learning_rate: RMSProp learning rate, per task override in
-      task_learning_rate. No schedule (paper §4).
+    model_dir: checkpoints, TensorBoard logs, run.json; an existing run there
+      is resumed (``python -m mtssl_tf.main`` defaults it to runs/<tasks>).
+    max_steps: global steps (cycles) to train; a global step is one round of
+      updates of every task.
+    batch_size: examples per task per replica (rp: pairs, ex: images); tasks
+      may override it in task_batch_size.
+    task_batch_size: per-task batch sizes, e.g. rp:8,col:4.
+    replicas_per_task: replica group sizes, e.g. rp:2,col:2 (must sum to the
+      replica count, or with --strategy=parameter_server the worker count;
+      empty: spread replicas evenly over devices).
+    steps_per_cycle: per-task updates per global step, e.g. rp:2 (balances
+      fast and slow tasks; default 1 each).
+    task_step_cost: per-task cost of one update for compute accounting (paper
+      §6 "Implementation details"), e.g. rp:1,col:2.5 (default 1 each).
+    learning_rate: RMSProp learning rate, constant (paper §4); per-task
+      overrides in task_learning_rate.
+    task_learning_rate: per-task learning rates, e.g. col:3e-4 (0 freezes a
+      task).
     rmsprop_decay, rmsprop_momentum, rmsprop_epsilon: TF-Slim's RMSProp
       defaults (0.9, 0.9, 1.0).
-    lasso: feed each head a LassoCombine of the block-3 units (paper §3.2).
-    lasso_l1: L1 weight of the lasso penalty.
-    lasso_init: "last" or "uniform" (LassoCombine initializer).
-    checkpoint_every_steps / checkpoint_every_secs / checkpoint_every_cost:
-      save when any of these intervals passes (0 disables one).
+    lasso: feed each head a LassoCombine of the block-3 units (paper §3.2)
+      instead of the block-3 output.
+    lasso_l1: L1 weight of the lasso penalty (with lasso).
+    lasso_init: initial alpha rows, "last" or "uniform" (with lasso).
+    checkpoint_every_steps: save every N global steps (0: off).
+    checkpoint_every_secs: save every T seconds (0: off).
+    checkpoint_every_cost: save whenever the summed compute cost crosses a
+      multiple of this (paper §6; 0: off).
     keep_checkpoints: checkpoints kept by the CheckpointManager.
     log_every_steps: console progress line and scalar summaries interval.
-    image_summary_every_steps: task prediction images interval (0: never).
-    profile_steps: (first, last) global steps to trace with the profiler.
+    image_summary_every_steps: task input/prediction images interval (0: off).
+    profile_steps: first,last global steps to trace with the TensorBoard
+      profiler (None: no trace).
     seed: seed of data order and initialisation.
-    init_checkpoint: converted trunk checkpoint to start from (optional).
-    jit_compile, mixed_precision, intra_op_threads, inter_op_threads,
-      steps_per_call: speed options, off by default (training/speed.py):
-      XLA for each task's forward + backward; "auto" (bf16 only where the
-      hardware has native bf16 matmul), "float32" or a tf_keras
-      mixed-precision policy ("mixed_bfloat16"); TensorFlow thread pools
-      (0 = default); global steps per tf.function call.
+    init_checkpoint: trunk checkpoint from tools/convert_slim_checkpoint.py to
+      start from (optional).
+    jit_compile: XLA-compile each task's forward + backward. On CPUs TF's
+      default oneDNN kernels are usually faster; for GPUs/TPUs.
+    mixed_precision: layer compute precision (variables, slots and losses stay
+      float32; training/speed.py). "auto": mixed_bfloat16 where the hardware
+      multiplies bf16 natively (CPU flag amx_bf16/avx512_bf16, TPU, GPU with
+      compute capability >= 8.0), else float32; "float32"; "mixed_bfloat16"
+      (elsewhere emulated and slower: a warning says so); "mixed_float16" (no
+      loss scaling here: GPU only, at your own risk).
+    intra_op_threads: threads inside one op (0: TensorFlow's default, one per
+      core).
+    inter_op_threads: ops run in parallel (0: TensorFlow's default).
+    steps_per_call: global steps inside one tf.function call (cuts per-step
+      Python overhead for small networks; checkpoints are taken between
+      calls).
   """
   model_dir: str = "runs/default"
-  max_steps: int = 10
+  max_steps: int = 1_000_000
   batch_size: int = 2
   task_batch_size: Dict[str, int] = dataclasses.field(default_factory=dict)
   replicas_per_task: Dict[str, int] = dataclasses.field(default_factory=dict)
@@ -108,14 +138,14 @@ class TrainConfig:
   rmsprop_momentum: float = 0.9
   rmsprop_epsilon: float = 1.0
   lasso: bool = False
-  lasso_l1: float = 0.0
+  lasso_l1: float = 0.01
   lasso_init: str = "last"
   checkpoint_every_steps: int = 1000
   checkpoint_every_secs: float = 600.0
   checkpoint_every_cost: float = 0.0
   keep_checkpoints: int = 5
   log_every_steps: int = 10
-  image_summary_every_steps: int = 0
+  image_summary_every_steps: int = 100
   profile_steps: Optional[Tuple[int, int]] = None
   seed: int = 0
   init_checkpoint: Optional[str] = None
@@ -150,6 +180,18 @@ class TrainConfig:
         ("image_summary_every_steps", self.image_summary_every_steps >= 0,
          ">= 0 (0: off)"),
         ("steps_per_call", self.steps_per_call >= 1, ">= 1"),
+        ("replicas_per_task", min(self.replicas_per_task.values(),
+                                  default=1) >= 1, ">= 1"),
+        ("lasso_init", self.lasso_init in LASSO_INITS,
+         f"one of {LASSO_INITS}"),
+        ("mixed_precision", self.mixed_precision in MIXED_PRECISIONS,
+         f"one of {MIXED_PRECISIONS}"),
+        ("profile_steps", self.profile_steps is None or (
+            isinstance(self.profile_steps, tuple) and
+            len(self.profile_steps) == 2 and
+            all(isinstance(v, int) for v in self.profile_steps) and
+            0 <= self.profile_steps[0] <= self.profile_steps[1]),
+         "two integers first,last with 0 <= first <= last"),
         ("intra_op_threads", self.intra_op_threads >= 0, ">= 0 (0: default)"),
         ("inter_op_threads", self.inter_op_threads >= 0, ">= 0 (0: default)"),
     ]:

@@ -13,11 +13,15 @@ e.g. a labelled data set) becomes ``--<prefix>.<field>.<subfield>`` flags:
   cfg = from_flags("imagenet_linear", imagenet_linear.Config)  # after parsing
 
 The help text of each flag is the field's entry in the "Attributes:" section
-of the dataclass docstring. Flag types follow the field annotations: bool,
-int, float, str (``Optional[...]`` of those accepts "none"/"" for None), and
-anything else (tuples, dicts) is parsed as a Python literal. Only flags given
-on the command line or in a flagfile override the dataclass defaults, so a
-default changed in code is never shadowed by a stale flag default.
+of the dataclass docstring. Flag types follow the field annotations: bool
+(an absl boolean flag: ``--lasso``, ``--nolasso``, ``--lasso=false``), int,
+float, str (``Optional[...]`` of those accepts "none"/"" for None), a
+``Dict[str, V]`` as ``key:value`` pairs (``--replicas_per_task=rp:2,col:1``),
+and anything else (tuples) is parsed as a Python literal (``--profile_steps=3,5``
+is the tuple ``(3, 5)``). Only flags given on the command line or in a flagfile
+override the dataclass defaults, so a default changed in code is never shadowed
+by a stale flag default. With an empty prefix the flags are the bare field
+names (``python -m mtssl_tf.main``'s ``--max_steps`` etc. from ``TrainConfig``).
 """
 
 import ast
@@ -69,8 +73,28 @@ def _base_type(annotation):
   return annotation, False
 
 
-def parse_value(text: str, annotation) -> Any:
-  """Parses a flag string as a value of a field's annotated type."""
+def parse_map(text: str, value_type=str) -> Dict[str, Any]:
+  """Parses "rp:2,col:1" into {"rp": 2, "col": 1} ("" is {})."""
+  result = {}
+  for item in filter(None, (s.strip() for s in (text or "").split(","))):
+    name, sep, value = item.partition(":")
+    if not sep:
+      raise ValueError(f"expected key:value pairs like rp:2,col:1, got "
+                       f"{item!r}")
+    try:
+      result[name.strip()] = parse_value(value.strip(), value_type)
+    except ValueError:
+      raise ValueError(f"{value.strip()!r} is not a valid "
+                       f"{getattr(value_type, '__name__', value_type)} (in "
+                       f"{item!r})") from None
+  return result
+
+
+def parse_value(text: Any, annotation) -> Any:
+  """Parses a flag string as a value of a field's annotated type (a value
+  that is not a string, e.g. a boolean flag's, is returned as it is)."""
+  if not isinstance(text, str):
+    return text
   kind, optional = _base_type(annotation)
   if optional and text.strip().lower() in _NONE_WORDS:
     return None
@@ -87,6 +111,9 @@ def parse_value(text: str, annotation) -> Any:
     return float(text)
   if kind is str:
     return text
+  if typing.get_origin(kind) is dict or kind is dict:
+    args = typing.get_args(kind)
+    return parse_map(text, args[1] if len(args) == 2 else str)
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -97,7 +124,7 @@ def parse_value(text: str, annotation) -> Any:
 
 
 def flag_name(prefix: str, field: str) -> str:
-  return f"{prefix}.{field}"
+  return f"{prefix}.{field}" if prefix else field
 
 
 def _nested(cls, field):
@@ -119,10 +146,11 @@ def define_flags(prefix: str, cls: Type, flag_values=flags.FLAGS) -> None:
     default = (field.default if field.default is not dataclasses.MISSING
                else field.default_factory()  # pytype: disable=missing-parameter
                if field.default_factory is not dataclasses.MISSING else None)
-    help_text = docs.get(field.name, "")
-    flags.DEFINE_string(name, None,
-                        f"{help_text} (default: {default!r})".strip(),
-                        flag_values=flag_values)
+    help_text = f"{docs.get(field.name, '')} (default: {default!r})".strip()
+    if _base_type(typing.get_type_hints(cls)[field.name])[0] is bool:
+      flags.DEFINE_bool(name, None, help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
 
 
 def overrides_from_flags(prefix: str, cls: Type,

@@ -27,6 +27,7 @@ from mtssl_tf import quiet  # first: TF's log level is read when TF loads
 quiet.configure_if_main(__name__)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import dataclasses
 import os
 import sys
 from typing import Dict, List
@@ -45,15 +46,6 @@ _TASKS = flags.DEFINE_list(
     f"Pretext tasks to train jointly: any of {', '.join(registry.names())} "
     f"(mtssl_tf/tasks/registry.py). Each task's options are flags "
     f"--<task>.<field> (e.g. --rp.harmonize=true, --col.head_width=1024).")
-_LASSO = flags.DEFINE_bool(
-    "lasso", False, "Feed each head a LassoCombine of the block-3 units "
-    "(paper §3.2) instead of the block-3 output.")
-_LASSO_L1 = flags.DEFINE_float("lasso_l1", None,
-                               "L1 weight of the lasso penalty (needs "
-                               "--lasso; default 0.01).")
-_LASSO_INIT = flags.DEFINE_enum("lasso_init", None, ["last", "uniform"],
-                                "Initial alpha rows (needs --lasso; default "
-                                "last).")
 # Every registered task's Config fields, as --<task>.<field> (declared once,
 # in the task's Config; help from its docstring).
 for _name in registry.names():
@@ -74,10 +66,6 @@ _BASE_WIDTH = flags.DEFINE_integer(
     "tiny test networks).")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 1e-4,
                                    "Trunk L2 weight decay (TF-Slim).")
-_INIT_CHECKPOINT = flags.DEFINE_string(
-    "init_checkpoint", None, "Trunk checkpoint from "
-    "tools/convert_slim_checkpoint.py to start from.")
-
 # ---- Data -----------------------------------------------------------------
 _IMAGE_SOURCE = flags.DEFINE_enum(
     "image_source", "builtin", ["builtin", "folder", "tfrecord", "tfds"],
@@ -99,26 +87,10 @@ _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir.")
 _TFDS_MANUAL_DIR = flags.DEFINE_string(
     "tfds_manual_dir", None, "Directory of manually downloaded TFDS files.")
 
-# ---- Training -------------------------------------------------------------
-_MODEL_DIR = flags.DEFINE_string(
-    "model_dir", None, "Checkpoints and TensorBoard logs (default "
-    "runs/<tasks>); an existing run there is resumed.")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 1_000_000,
-                                  "Global steps (cycles) to train.")
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 2, "Examples per task per replica (rp: pairs, ex: images).")
-_TASK_BATCH_SIZE = flags.DEFINE_string(
-    "task_batch_size", "", "Per-task batch sizes, e.g. rp:8,col:4.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3,
-                                    "RMSProp learning rate (constant).")
-_TASK_LEARNING_RATE = flags.DEFINE_string(
-    "task_learning_rate", "", "Per-task learning rates, e.g. col:3e-4.")
-_STEPS_PER_CYCLE = flags.DEFINE_string(
-    "steps_per_cycle", "", "Per-task updates per global step, e.g. rp:2 "
-    "(balances fast and slow tasks; default 1).")
-_TASK_STEP_COST = flags.DEFINE_string(
-    "task_step_cost", "", "Per-task cost of one update for compute "
-    "accounting (paper §6), e.g. rp:1,col:2.5 (default 1).")
+# ---- Training: every TrainConfig field is a flag of its name -------------
+# (declared once, in mtssl_tf/config.py, with its help text and default;
+# e.g. --max_steps=100, --lasso, --replicas_per_task=rp:2,col:2).
+config_flags.define_flags("", config_lib.TrainConfig)
 
 # ---- Distribution -----------------------------------------------------------
 _STRATEGY = flags.DEFINE_enum(
@@ -131,52 +103,8 @@ _STRATEGY = flags.DEFINE_enum(
 _NUM_CPU_DEVICES = flags.DEFINE_integer(
     "num_cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU "
     "into this many logical devices (one replica each).")
-_REPLICAS_PER_TASK = flags.DEFINE_string(
-    "replicas_per_task", "", "Replica group sizes, e.g. rp:2,col:2 (must sum "
-    "to the replica count, or with --strategy=parameter_server the worker "
-    "count; default spreads replicas evenly).")
 
-# ---- Speed (training/speed.py; tools/benchmark.py measures each) -----------
-_JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", False, "XLA-compile each task's forward + backward. On "
-    "CPUs TF's default oneDNN kernels are usually faster; for GPUs/TPUs.")
-_MIXED_PRECISION = flags.DEFINE_enum(
-    "mixed_precision", "auto",
-    ["auto", "float32", "mixed_bfloat16", "mixed_float16"],
-    "Layer compute precision (variables, slots and losses stay float32). "
-    "auto: mixed_bfloat16 where the hardware multiplies bf16 natively "
-    "(CPU flag amx_bf16/avx512_bf16, TPU, GPU with compute capability >= "
-    "8.0), else float32. mixed_bfloat16 elsewhere is emulated and slower "
-    "(a warning says so); mixed_float16 has no loss scaling here (GPU only, "
-    "at your own risk).")
-_INTRA_OP_THREADS = flags.DEFINE_integer(
-    "intra_op_threads", 0, "Threads inside one op (0: TensorFlow's default, "
-    "one per core).")
-_INTER_OP_THREADS = flags.DEFINE_integer(
-    "inter_op_threads", 0, "Ops run in parallel (0: TensorFlow's default).")
-_STEPS_PER_CALL = flags.DEFINE_integer(
-    "steps_per_call", 1, "Global steps inside one tf.function call (cuts "
-    "per-step Python overhead for small networks; checkpoints are taken "
-    "between calls).")
-
-# ---- Checkpoints, logs, export ----------------------------------------------
-_CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
-    "checkpoint_every_steps", 1000, "Save every N global steps (0: off).")
-_CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
-    "checkpoint_every_secs", 600.0, "Save every T seconds (0: off).")
-_CHECKPOINT_EVERY_COST = flags.DEFINE_float(
-    "checkpoint_every_cost", 0.0, "Save whenever the summed compute cost "
-    "crosses a multiple of this (paper §6; 0: off).")
-_KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", 5,
-                                         "Checkpoints to keep.")
-_LOG_EVERY_STEPS = flags.DEFINE_integer(
-    "log_every_steps", 10, "Progress line and TensorBoard scalars interval.")
-_IMAGE_SUMMARY_EVERY_STEPS = flags.DEFINE_integer(
-    "image_summary_every_steps", 100, "Prediction images interval (0: off).")
-_PROFILE_STEPS = flags.DEFINE_list(
-    "profile_steps", [], "first,last global step to trace with the "
-    "TensorBoard profiler.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of data order and init.")
+# ---- Export ---------------------------------------------------------------
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "After training, write a SavedModel here (checked "
     "writable at start-up; a SavedModel already there is replaced, anything "
@@ -185,14 +113,6 @@ _EXPORT_DIR = flags.DEFINE_string(
 
 class UsageError(ValueError):
   """An invalid flag or flag combination; the message says what to change."""
-
-
-def _parse_map(flag, value_type) -> Dict[str, object]:
-  from mtssl_tf.training import replicas  # pylint: disable=g-import-not-at-top
-  try:
-    return replicas.parse_task_map(flag.value, value_type, f"--{flag.name}")
-  except ValueError as e:
-    raise UsageError(str(e)) from None
 
 
 def task_configs(tasks: List[str],
@@ -253,6 +173,32 @@ def _check_paths(train, export_dir):
       raise UsageError(f"--export_dir: {e}") from None
 
 
+def train_config(tasks: List[str]) -> config_lib.TrainConfig:
+  """TrainConfig from its flags (only those given override its defaults),
+  with model_dir defaulting to runs/<tasks>; validated."""
+  try:
+    given = config_flags.overrides_from_flags("", config_lib.TrainConfig)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  if not given.get("lasso") and {"lasso_l1", "lasso_init"} & set(given):
+    raise UsageError("--lasso_l1 / --lasso_init configure the lasso but "
+                     "--lasso is off; add --lasso or drop them.")
+  given.setdefault("model_dir", os.path.join("runs", "_".join(tasks)))
+  train = config_lib.TrainConfig(**given)
+  # Per-task maps may only name tasks of this run.
+  for field in dataclasses.fields(train):
+    values = getattr(train, field.name)
+    extra = sorted(set(values) - set(tasks)) if isinstance(values, dict) else []
+    if extra:
+      raise UsageError(f"--{field.name} names {extra}, which are not in "
+                       f"--tasks {tasks}.")
+  try:
+    train.validate()
+  except ValueError as e:
+    raise UsageError(f"--{e}") from None
+  return train
+
+
 def build_configs():
   """Turns the flags into (trunk, task configs, data, train, export_dir)."""
   tasks = [t.strip() for t in _TASKS.value if t.strip()]
@@ -265,10 +211,6 @@ def build_configs():
                      f"are {registry.names()}.")
   if len(set(tasks)) != len(tasks):
     raise UsageError(f"--tasks names a task twice: {tasks}.")
-  if not _LASSO.value and (_LASSO_L1.value is not None or
-                           _LASSO_INIT.value is not None):
-    raise UsageError("--lasso_l1 / --lasso_init configure the lasso but "
-                     "--lasso is off; add --lasso or drop them.")
   output_stride = _OUTPUT_STRIDE.value or None
   trunk = config_lib.TrunkConfig(
       depth=_DEPTH.value, output_stride=output_stride,
@@ -297,58 +239,7 @@ def build_configs():
   data = {t: data_of_kind[registry.get_module(t).Task.source_kind]
           for t in tasks}
 
-  profile = None
-  if _PROFILE_STEPS.value:
-    try:
-      first, last = (int(v) for v in _PROFILE_STEPS.value)
-    except ValueError:
-      raise UsageError("--profile_steps takes two integers: first,last.") from None
-    if not 0 <= first <= last:
-      raise UsageError("--profile_steps: need 0 <= first <= last.")
-    profile = (first, last)
-
-  maps = {"task_batch_size": _parse_map(_TASK_BATCH_SIZE, int),
-          "replicas_per_task": _parse_map(_REPLICAS_PER_TASK, int),
-          "steps_per_cycle": _parse_map(_STEPS_PER_CYCLE, int),
-          "task_step_cost": _parse_map(_TASK_STEP_COST, float),
-          "task_learning_rate": _parse_map(_TASK_LEARNING_RATE, float)}
-  for name, values in maps.items():
-    extra = sorted(set(values) - set(tasks))
-    if extra:
-      raise UsageError(f"--{name} names {extra}, which are not in --tasks "
-                       f"{tasks}.")
-    if any(v <= 0 for v in values.values()):
-      raise UsageError(f"--{name} values must be positive: {values}.")
-  if _STEPS_PER_CALL.value < 1:
-    raise UsageError("--steps_per_call must be >= 1.")
-  if _INTRA_OP_THREADS.value < 0 or _INTER_OP_THREADS.value < 0:
-    raise UsageError("--intra_op_threads and --inter_op_threads must be >= 0 "
-                     "(0: TensorFlow's default).")
-  if _MAX_STEPS.value < 0 or _BATCH_SIZE.value < 1:
-    raise UsageError("--max_steps must be >= 0 and --batch_size >= 1.")
-
-  train = config_lib.TrainConfig(
-      model_dir=_MODEL_DIR.value or os.path.join("runs", "_".join(tasks)),
-      max_steps=_MAX_STEPS.value, batch_size=_BATCH_SIZE.value,
-      learning_rate=_LEARNING_RATE.value, lasso=_LASSO.value,
-      lasso_l1=0.01 if _LASSO_L1.value is None else _LASSO_L1.value,
-      lasso_init=_LASSO_INIT.value or "last",
-      checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
-      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value,
-      checkpoint_every_cost=_CHECKPOINT_EVERY_COST.value,
-      keep_checkpoints=_KEEP_CHECKPOINTS.value,
-      log_every_steps=max(1, _LOG_EVERY_STEPS.value),
-      image_summary_every_steps=_IMAGE_SUMMARY_EVERY_STEPS.value,
-      profile_steps=profile, seed=_SEED.value,
-      init_checkpoint=_INIT_CHECKPOINT.value,
-      jit_compile=_JIT_COMPILE.value, mixed_precision=_MIXED_PRECISION.value,
-      intra_op_threads=_INTRA_OP_THREADS.value,
-      inter_op_threads=_INTER_OP_THREADS.value,
-      steps_per_call=_STEPS_PER_CALL.value, **maps)
-  try:
-    train.validate()
-  except ValueError as e:
-    raise UsageError(f"--{e}") from None
+  train = train_config(tasks)
   configs = task_configs(tasks, _HEAD_WIDTH_MULTIPLIER.value)
   _check_paths(train, _EXPORT_DIR.value)
   return trunk, configs, data, train, _EXPORT_DIR.value

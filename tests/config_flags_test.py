@@ -1,7 +1,7 @@
 """config_flags: dataclass fields <-> absl flags, parsed by annotation."""
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from absl import flags
 import pytest
@@ -21,6 +21,7 @@ class _Config:
     enabled: whether on.
     path: an optional path.
     units: a tuple of widths.
+    costs: a per-task map.
   """
   size: int = 96
   rate: float = 0.1
@@ -28,6 +29,7 @@ class _Config:
   enabled: bool = False
   path: Optional[str] = None
   units: Tuple[int, ...] = (1, 2)
+  costs: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +97,38 @@ def test_every_type_parses():
 
 @pytest.mark.parametrize("argv, message", [
     (["--toy.size=big"], "--toy.size"),
-    (["--toy.enabled=maybe"], "true or false"),
     (["--toy.units=(1,"], "Python literal"),
+    (["--toy.costs=rp"], "--toy.costs: expected key:value pairs"),
+    (["--toy.costs=rp:x"], r"--toy.costs: 'x' is not a valid float"),
 ])
 def test_bad_values_name_the_flag(argv, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(")):
     config_flags.from_flags("toy", _Config, flag_values=_flag_values(argv))
+
+
+def test_booleans_are_absl_boolean_flags():
+  for argv, expected in ((["--toy.enabled"], True), (["--notoy.enabled"], False),
+                         (["--toy.enabled=false"], False), ([], False)):
+    cfg = config_flags.from_flags("toy", _Config, flag_values=_flag_values(argv))
+    assert cfg.enabled is expected, argv
+  with pytest.raises(flags.IllegalFlagValueError, match="toy.enabled"):
+    _flag_values(["--toy.enabled=maybe"])
+
+
+def test_maps_parse_as_key_value_pairs():
+  cfg = config_flags.from_flags("toy", _Config, flag_values=_flag_values(
+      ["--toy.costs=rp:1, col:2.5"]))
+  assert cfg.costs == {"rp": 1.0, "col": 2.5}
+  assert config_flags.parse_map("", int) == {}
+
+
+def test_empty_prefix_gives_bare_field_names():
+  values = flags.FlagValues()
+  config_flags.define_flags("", _Config, flag_values=values)
+  values(["prog", "--size=7", "--enabled", "--units=3,4"])
+  assert "size" in values and "enabled" in values
+  cfg = config_flags.from_flags("", _Config, flag_values=values)
+  assert cfg == _Config(size=7, enabled=True, units=(3, 4))
 
 
 def test_duplicate_definition_refused():

@@ -22,7 +22,7 @@ GPUs, or ``num_cpu_devices`` logical CPU devices for testing and CPU hosts),
 import dataclasses
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -185,20 +185,3 @@ def plan_replicas(tasks: Sequence[str], num_replicas: int,
   for i, t in enumerate(tasks):
     plan[i % num_replicas].append(t)
   return ReplicaPlan(plan)
-
-
-def parse_task_map(text: str, value_type=int, what: str = "flag"
-                   ) -> Dict[str, object]:
-  """Parses "rp:2,col:1" into {"rp": 2, "col": 1}."""
-  result = {}
-  for item in filter(None, (s.strip() for s in (text or "").split(","))):
-    name, sep, value = item.partition(":")
-    if not sep:
-      raise ValueError(f"{what}: expected task:value pairs like rp:2, got "
-                       f"{item!r}.")
-    try:
-      result[name.strip()] = value_type(value)
-    except ValueError:
-      raise ValueError(f"{what}: {value!r} is not a valid "
-                       f"{value_type.__name__} (in {item!r}).") from None
-  return result

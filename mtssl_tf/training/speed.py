@@ -42,7 +42,9 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+from mtssl_tf import config
+
+PRECISIONS = config.MIXED_PRECISIONS
 # CPU flags (Linux /proc/cpuinfo) of native bf16 matmul units.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # What emulated bf16 cost where it was measured (issue 16, tools/benchmark.py

@@ -46,16 +46,6 @@ def test_more_tasks_than_replicas_has_no_explicit_map():
   assert "--replicas_per_task=rp:1,col:1" not in str(e.value)
 
 
-def test_parse_task_map():
-  assert replicas.parse_task_map("rp:2, col:1") == {"rp": 2, "col": 1}
-  assert replicas.parse_task_map("") == {}
-  assert replicas.parse_task_map("col:2.5", float) == {"col": 2.5}
-  with pytest.raises(ValueError, match="task:value pairs"):
-    replicas.parse_task_map("rp2", int, "--replicas_per_task")
-  with pytest.raises(ValueError, match="not a valid int"):
-    replicas.parse_task_map("rp:two", int, "--replicas_per_task")
-
-
 def test_unknown_strategy_and_missing_tf_config(monkeypatch):
   with pytest.raises(ValueError, match="Unknown strategy"):
     replicas.make_strategy("tpu")
