@@ -126,8 +126,8 @@ _THREAD_SETTINGS = flags.DEFINE_list(
 _THREAD_ROUNDS = flags.DEFINE_integer(
     "thread_rounds", 2, "Rounds over the thread settings (one process each).")
 _BREAKDOWN_TASKS = flags.DEFINE_list(
-    "breakdown_tasks", ["rp", "ex", "col", "ms"],
-    "Tasks of the breakdown section.")
+    "breakdown_tasks", list(TASK_CHOICES),
+    "Tasks of the breakdown section (default: every registered task).")
 _LEVERS_TASKS = flags.DEFINE_list("levers_tasks", ["rp", "ex"],
                                   "Tasks of the levers section.")
 _LEVERS = flags.DEFINE_list(

@@ -6,8 +6,12 @@ mtssl_tf/data/voc.py), so the same readers, tools and evaluations run on it.
 
 Each image is a random crop of a built-in scikit-image photo
 (mtssl_tf/data/sample_data.py) with 1-3 flat-coloured shapes pasted on it; each
-used VOC class is one (shape, colour) pair from ``SHAPES``. Boxes are the exact
-extent of the painted pixels in the devkit's 1-based inclusive coordinates.
+used VOC class is one (shape, colour) pair from ``SHAPES``, or, with
+``colour_by_class=False``, one shape painted in ``SHAPE_ONLY_COLOUR`` whatever
+its class, so that only the outline tells the classes apart (the set on which
+a frozen random trunk falls clearly below a fine-tuned one: issue 12). Boxes
+are the exact extent of the painted pixels in the devkit's 1-based inclusive
+coordinates.
 Flags, as in the real annotations:
   * ``truncated``: the shape was placed partly outside the frame (its box is
     the visible part);
@@ -32,6 +36,9 @@ SHAPES = (
     ("boat", "ring", (240, 60, 220)),
     ("dog", "diamond", (30, 220, 230)),
 )
+# The one colour of every shape when colour_by_class=False: light grey, far
+# from most of the photos' pixels, so the shapes still stand out.
+SHAPE_ONLY_COLOUR = (235, 235, 235)
 
 
 def _shape_mask(shape: str, size: int) -> np.ndarray:
@@ -80,8 +87,11 @@ def _iou(a, b):
 
 def render_image(photos, rng, height: int, width: int, num_classes: int,
                  difficult_size: int, truncated_rate: float,
-                 difficult_rate: float):
+                 difficult_rate: float, colour_by_class: bool = True):
   """One image: (uint8 [height, width, 3], [(class, box, difficult, trunc)]).
+
+  Shapes take their class's colour, or ``SHAPE_ONLY_COLOUR`` when
+  ``colour_by_class`` is False.
 
   Boxes are 1-based inclusive ``(xmin, ymin, xmax, ymax)`` of painted pixels.
   """
@@ -89,6 +99,8 @@ def render_image(photos, rng, height: int, width: int, num_classes: int,
   objects, boxes = [], []
   for _ in range(int(rng.integers(1, 4))):
     name, shape, colour = SHAPES[int(rng.integers(num_classes))]
+    if not colour_by_class:
+      colour = SHAPE_ONLY_COLOUR
     difficult = rng.random() < difficult_rate
     low = max(difficult_size // 2, 4)
     size = int(rng.integers(low, difficult_size + 1) if difficult else
@@ -151,7 +163,8 @@ def make_devkit(root: str, num_trainval: int = 40, num_test: int = 20,
                 num_classes: int = 4, image_size: Tuple[int, int] = (128, 160),
                 seed: int = 0, difficult_size: int = 12,
                 truncated_rate: float = 0.15,
-                difficult_rate: float = 0.1) -> str:
+                difficult_rate: float = 0.1,
+                colour_by_class: bool = True) -> str:
   """Writes ``<root>/VOC2007/`` with JPEGImages, Annotations and ImageSets.
 
   Args:
@@ -165,6 +178,8 @@ def make_devkit(root: str, num_trainval: int = 40, num_test: int = 20,
     seed: everything is a function of it.
     difficult_size: largest side of a "difficult" object in pixels.
     truncated_rate, difficult_rate: chance per object of each flag.
+    colour_by_class: paint each class in its own colour (True) or every
+      shape in ``SHAPE_ONLY_COLOUR``, leaving the shape as the only cue.
 
   Returns:
     ``root``. Per-class lists ``<class>_<split>.txt`` ("<id> 1|-1|0", 0 when
@@ -187,7 +202,7 @@ def make_devkit(root: str, num_trainval: int = 40, num_test: int = 20,
     h, w = (int(s * rng.uniform(0.8, 1.2)) for s in image_size)
     image, objects = render_image(photos, rng, h, w, num_classes,
                                   difficult_size, truncated_rate,
-                                  difficult_rate)
+                                  difficult_rate, colour_by_class)
     Image.fromarray(image).save(
         os.path.join(dirs["JPEGImages"], image_id + ".jpg"), quality=95)
     with open(os.path.join(dirs["Annotations"], image_id + ".xml"), "w") as f:

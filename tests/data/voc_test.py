@@ -105,18 +105,20 @@ def test_generated_devkit_has_flags_lists_and_is_deterministic(tmp_path):
     assert image_id == record.image_id and int(flag) == want
 
 
-def test_rendered_boxes_are_exact():
+@pytest.mark.parametrize("colour_by_class", [True, False])
+def test_rendered_boxes_are_exact(colour_by_class):
   from mtssl_tf.data import sample_data  # pylint: disable=g-import-not-at-top
   photos = sample_data.load_photos()
   rng = np.random.default_rng(0)
   checked = 0
   for _ in range(30):
     image, objects = synthetic_voc.render_image(photos, rng, 100, 120, 4, 12,
-                                                0.3, 0.0)
+                                                0.3, 0.0, colour_by_class)
     if len(objects) != 1:  # overlaps could hide a border pixel
       continue
     name, (x0, y0, x1, y1), _, truncated = objects[0]
-    colour = dict((n, c) for n, _, c in synthetic_voc.SHAPES)[name]
+    colour = (dict((n, c) for n, _, c in synthetic_voc.SHAPES)[name]
+              if colour_by_class else synthetic_voc.SHAPE_ONLY_COLOUR)
     close = np.abs(image.astype(int) - colour).max(-1) <= 40  # jitter 0.85
     box = close[y0 - 1:y1, x0 - 1:x1]
     assert box[0].any() and box[-1].any() and box[:, 0].any()
@@ -125,6 +127,35 @@ def test_rendered_boxes_are_exact():
       assert x0 == 1 or y0 == 1 or x1 == 120 or y1 == 100
     checked += 1
   assert checked >= 3
+
+
+def test_shape_only_devkit_differs_only_in_colour(tmp_path):
+  """colour_by_class=False: same boxes and classes, every shape one colour."""
+  a = synthetic_voc.make_devkit(str(tmp_path / "a"), 12, 0, seed=4)
+  b = synthetic_voc.make_devkit(str(tmp_path / "b"), 12, 0, seed=4,
+                                colour_by_class=False)
+  read = lambda d, f: open(os.path.join(d, "VOC2007", f), "rb").read()
+  for i in range(1, 13):
+    assert read(a, f"Annotations/{i:06d}.xml") == read(
+        b, f"Annotations/{i:06d}.xml")
+  records, problems = voc.read_split(b, "trainval")
+  assert not problems
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  greys, colours = 0, set()
+  for record in records:
+    image = np.asarray(Image.open(record.jpeg_path), int)
+    for o in record.objects:
+      if o.difficult:
+        continue
+      x0, y0, x1, y1 = (int(v) for v in o.box)
+      patch = image[y0 - 1:y1, x0 - 1:x1].reshape(-1, 3)
+      # The painted pixels: near-grey (jitter 0.85-1.0 keeps R = G = B).
+      near = np.abs(patch - synthetic_voc.SHAPE_ONLY_COLOUR * np.ones(3)
+                    ).max(-1) <= 45
+      grey = np.abs(patch - patch.mean(-1, keepdims=True)).max(-1) <= 12
+      greys += int((near & grey).mean() > 0.3)
+      colours.add(o.name)
+  assert greys >= 10 and len(colours) >= 3
 
 
 def _corrupt(devkit, image_id, what):

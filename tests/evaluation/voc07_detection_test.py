@@ -116,15 +116,24 @@ TINY_DET = faster_rcnn_c4.DetectorConfig(
     anchor_sizes=(16.0, 32.0, 64.0), num_proposals=300,
     test_num_proposals=50, num_sampled_rois=64)
 SIZE = (96, 128)
-STEPS = 300
+# 600 steps: at 300 the fine-tuned detector had not yet passed the frozen
+# baseline on the shape-only set (0.042 against 0.063, seed 0).
+STEPS = 600
 
 
 @pytest.fixture(scope="module")
 def tiny_records(tmp_path_factory):
-  """A generated devkit (160 trainval, 40 test images, 4 shape classes)."""
+  """A generated devkit: 160 trainval, 40 test images, 4 shape classes.
+
+  Every shape is painted in one colour (``colour_by_class=False``), so the
+  outline is the only cue to the class. With a colour per class the frozen
+  random trunk's baseline was no worse than fine-tuning (0.185 against 0.162
+  at 300 steps): the trainable block-4 head read the class off the colour of
+  random features.
+  """
   tmp = tmp_path_factory.mktemp("tiny_voc")
   root, records = str(tmp / "voc"), str(tmp / "records")
-  synthetic_voc.make_devkit(root, 160, 40, seed=0)
+  synthetic_voc.make_devkit(root, 160, 40, seed=0, colour_by_class=False)
   for split in ("trainval", "test"):
     voc_records.make_records(voc_records.VocRecordsConfig(
         records, split, voc_dir=root))
@@ -174,11 +183,11 @@ def tiny_run(tiny_records, tmp_path_factory):
 def test_tiny_detector_learns(tiny_run):
   """Tiny trunk (depth 14, width 8), 4 shape classes on built-in photos.
 
-  300 steps of 2 images at 96x128, all weights trained. With the parallel
-  (non-deterministic) input pipeline runs of seed 0 measured 0.38, 0.16 and
-  (seed 1) 0.32 mAP@0.5; with the deterministic pipeline used here (issue
-  12 item 4) seed 0 gives 0.162. The untrained detector scores
-  0.0005-0.0009; the bound 0.1 is 100x that and below every measured run.
+  600 steps of 2 images at 96x128, all weights trained, deterministic input
+  (issue 12 item 4). Measured mAP@0.5 (2026-11-24): 0.246, 0.273 and
+  0.334 for seeds 0, 1, 2. The untrained detector scored 0.0005-0.0009 (on
+  the class-coloured set); the bound 0.1 is 100x that and below every
+  measured run.
   """
   m_ap, trunk_same, head_same = tiny_run
   assert not trunk_same and not head_same
@@ -186,25 +195,18 @@ def test_tiny_detector_learns(tiny_run):
 
 
 @pytest.mark.slow
-def test_freeze_trunk_trains_only_the_heads(tmp_path):
-  """--voc07_detection.freeze_trunk (the frozen-random-trunk baseline).
+def test_frozen_random_trunk_is_clearly_below(tiny_records, tiny_run,
+                                              tmp_path):
+  """--voc07_detection.freeze_trunk: the frozen-random-trunk baseline.
 
-  Measured with this file's settings (300 steps): 0.15 and 0.24 mAP@0.5
-  (seeds 0, 1, parallel input) against 0.38 and 0.32 fine-tuned; with the
-  deterministic input, seed 0: 0.185 frozen against 0.162 fine-tuned (both
-  measured 2026-11-24 on a loaded machine). The random block-4 head alone
-  finds flat-coloured shapes -- colour identifies the class -- on random
-  features, so at this scale the baseline is not below the fine-tuned
-  detector and no ordering is asserted (issue 12's "clearly below" check is
-  still open: it needs data that random features cannot solve). Tried:
-  every object a random colour (only the shape gives the class): 0.018
-  frozen against 0.029 fine-tuned after 300 steps -- neither learns enough
-  at this budget to show an ordering.
+  The random trunk stays bit-identical; the RPN and the randomly initialised
+  block-4 box head train for the same 600 steps on the same input. Measured
+  mAP@0.5 (2026-11-24, seeds 0, 1, 2): 0.107, 0.053 and 0.117 frozen
+  against 0.246, 0.273 and 0.334 fine-tuned, i.e. 43 %, 20 % and 35 % of
+  the fine-tuned score. "Clearly below" is asserted as at most 60 % of it.
   """
-  root, records = str(tmp_path / "voc"), str(tmp_path / "records")
-  synthetic_voc.make_devkit(root, 4, 0, seed=0)
-  voc_records.make_records(voc_records.VocRecordsConfig(records,
-                                                        voc_dir=root))
-  _, trunk_same, head_same = _train_and_score(
-      records, str(tmp_path / "train"), True, steps=2, score=False)
+  fine_tuned = tiny_run[0]
+  frozen, trunk_same, head_same = _train_and_score(
+      tiny_records, str(tmp_path / "frozen"), True, STEPS)
   assert trunk_same and not head_same
+  assert frozen < 0.6 * fine_tuned, (frozen, fine_tuned)
