@@ -35,6 +35,10 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest>=7",
+    # The README's test command runs the suite on 2 workers, one test file
+    # per worker at a time (-n 2 --dist loadfile): module-scoped fixtures
+    # (a trained tiny detector, a trained depth network) are built once.
+    "pytest-xdist>=3.5",
     # TF-Slim's resnet_v2 is the reference architecture of the paper; the
     # equivalence tests build it. Also a tf-models-official dependency.
     "tf-slim==1.1.0",
