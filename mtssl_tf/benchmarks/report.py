@@ -115,7 +115,10 @@ def breakdown_table(results) -> str:
     trunk_s = r["step_seconds"]["trunk_fwd_bwd"]
     head_s = parts["head forward + loss"] + parts["head backward"]
     trunk_g = _gflops(3 * r["trunk_flops"], trunk_s)
-    head_g = _gflops(3 * r["head_flops"], head_s)
+    # Parts are differences of medians: a small head's can come out <= 0
+    # (noise); its rate is then unknown (n/a), not negative.
+    head_g = (_gflops(3 * r["head_flops"], head_s) if head_s > 0
+              else float("nan"))
     step_g = _gflops(r["training_flops"], step)
     params = r["param_counts"]
     floor_mb = 16 * (params["trunk"] + params["head"]) / 2 ** 20

@@ -172,6 +172,10 @@ def test_report_breakdown_and_levers_from_known_measurements():
       "parts": {"trunk forward": 0.5, "trunk backward": 1.0,
                 "head forward + loss": 0.25, "head backward": 0.25,
                 "update": 0.25, "other": 0.25}}]
+  # A head too small to time: its parts by difference sum to <= 0.
+  noisy = dict(results["breakdown"][0], task="rot")
+  noisy["parts"] = dict(noisy["parts"], **{"head backward": -0.5})
+  results["breakdown"].append(noisy)
   results["levers"] = [{
       "task": "rp", "training_flops": 90 * gflop, "examples_per_step": 2,
       "step_seconds": {"before": 3.0, "after": 2.0}}, {
@@ -192,6 +196,9 @@ def test_report_breakdown_and_levers_from_known_measurements():
   assert ("| rp | 2.5 | 0.500 (20%) | 1.000 (40%) | 0.250 (10%) | "
           "0.250 (10%) | 0.250 (10%) | 0.250 (10%) | 1 | 33.3 | 50 | 30 | "
           "1 | 27.3 | 1.0M + 3.0M | 61.8 | 400 | 3000 |") in text
+  assert ("| rot | 2.5 | 0.500 (20%) | 1.000 (40%) | 0.250 (10%) | "
+          "-0.500 (-20%) | 0.250 (10%) | 0.250 (10%) | n/a | 33.3 | n/a | 30 "
+          "|") in text
   # Levers: 90 GFLOP in 3 s = 30 GFLOP/s = 25% of the run's peak (the row
   # has no own peak); after 1.5x faster. The second row: 20 GFLOP/s = 33.3%
   # of its own process's 60, against its first variant.
