@@ -6,6 +6,7 @@ subprocesses. Task b's batches wait in its worker's input pipeline (a slow
 task that costs no CPU; the machine running the tests is shared).
 """
 
+import ast
 import json
 import os
 import signal
@@ -116,10 +117,12 @@ def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path):
 
 @pytest.mark.slow
 def test_killed_chief_resumes_at_saved_task_steps(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   pid_file = tmp_path / "pids.json"
   model_dir = tmp_path / "run"
   spec = {"model_dir": str(model_dir), "max_steps": 30,
           "checkpoint_every_steps": 2, "log_every_steps": 2,
+          "keep_checkpoints": 100,  # the resumed one is read at the end
           "sleep_ms": {"b": 300}, "workers": {"a": 1, "b": 1}}
   proc = _launch(spec, "a:1,b:1", pid_file=str(pid_file))
   try:
@@ -140,15 +143,28 @@ def test_killed_chief_resumes_at_saved_task_steps(tmp_path):
     raise
   output = _finish(proc)
   assert "chief died (SIGKILL)" in output
-  saved = [l for l in output.splitlines() if l.startswith("Saved ")]
-  resumed = [l for l in output.splitlines() if l.startswith("Resumed from ")]
+  lines = output.splitlines()
+  died = next(i for i, l in enumerate(lines) if "chief died (SIGKILL)" in l)
+  saved = [l.split()[1] for l in lines[:died] if l.startswith("Saved ")]
+  resumed = [l for l in lines if l.startswith("Resumed from ")]
   assert len(resumed) == 1, output[-4000:]
-  # The restart resumes at the per-task steps of the last checkpoint the
-  # killed chief wrote (it is named in the resume line).
+  # The restart resumes from the last checkpoint the killed chief wrote (it
+  # is named in the resume line), at the per-task steps stored in that file.
+  # The kill may fall between a save and its "Saved" line (a race a
+  # 2-worker test run once hit), so the file, not the log, is the reference.
   path = resumed[0].split()[2]
-  before = [l for l in saved if l.split()[1] == path]
-  assert before, (path, saved)
-  assert before[-1].split(" at ", 1)[1] == resumed[0].split(" at ", 1)[1]
+  number = int(path.rsplit("-", 1)[1])
+  assert number >= max((int(p.rsplit("-", 1)[1]) for p in saved),
+                       default=0), (path, saved)
+  reader = tf.train.load_checkpoint(path)
+  stored = {"global_step": reader.get_tensor(
+                "state/global_step/.ATTRIBUTES/VARIABLE_VALUE"),
+            "cost": reader.get_tensor("state/cost/.ATTRIBUTES/VARIABLE_VALUE")}
+  stored.update({f"steps_{t}": reader.get_tensor(
+      f"state/task_steps/{t}/.ATTRIBUTES/VARIABLE_VALUE") for t in "ab"})
+  at = ast.literal_eval(resumed[0].split(" at ", 1)[1])
+  assert at == {k: type(at[k])(v) for k, v in stored.items()}, (at, stored)
+  assert at["global_step"] == number < 30, at
   state = _result(output)["state"]
   assert state["global_step"] == 30
   assert state["steps_a"] + state["steps_b"] == 60

@@ -85,6 +85,7 @@ def main():
         checkpoint_every_secs=0,
         checkpoint_every_steps=spec.get("checkpoint_every_steps", 0),
         log_every_steps=spec.get("log_every_steps", 5),
+        keep_checkpoints=spec.get("keep_checkpoints", 5),
         replicas_per_task=spec["workers"])
     try:
       result = parameter_server.train(
