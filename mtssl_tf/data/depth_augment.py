@@ -11,6 +11,11 @@ crops; training pairs are augmented with
   colour     RGB multiplied by c ~ U[0.8, 1.2]^3 (image only);
   flip       horizontal with probability 0.5.
 
+Every random draw is stateless, keyed by a per-example seed (the run's seed
+and the example's position in the stream), so an example's augmentation does
+not depend on which thread or process drew it and a resumed run sees exactly
+the pairs an uninterrupted one would.
+
 Geometric steps are applied identically to image and depth. The image is
 resampled bilinearly, the depth by nearest neighbour, so invalid pixels
 (depth 0) stay invalid instead of being blended into valid ones; pixels the
@@ -94,33 +99,40 @@ def _rotate(image, interpolation, angle):
       fill_mode="CONSTANT")[0]
 
 
-def train_example(image, depth, cfg: AugmentConfig):
+def train_example(image, depth, cfg: AugmentConfig, seed):
   """One augmented training pair.
 
   Args:
     image: uint8 ``[H, W, 3]``.
     depth: float32 ``[H, W]`` (metres, 0 = invalid).
+    cfg: the sizes and ranges.
+    seed: int ``[2]``, e.g. ``(run seed, example index)``: the same seed
+      gives the same augmentation.
 
   Returns:
     ``(image float32 [crop_h, crop_w, 3] in [-1, 1], depth float32
     [crop_h, crop_w])``.
   """
+  seeds = tf.random.experimental.stateless_split(
+      tf.cast(seed, tf.int64), 5)
   image, depth = _resize_pair(image, depth, cfg.resize)
-  s = tf.random.uniform([], cfg.scale[0], cfg.scale[1])
+  s = tf.random.stateless_uniform([], seeds[0], cfg.scale[0], cfg.scale[1])
   size = tf.cast(tf.round(tf.constant(cfg.resize, tf.float32) * s), tf.int32)
   image, depth = _resize_pair(image, depth, size)
   depth = depth / s
   if cfg.rotation_degrees > 0:
-    angle = tf.random.uniform([], -1.0, 1.0) * (
+    angle = tf.random.stateless_uniform([], seeds[1], -1.0, 1.0) * (
         cfg.rotation_degrees * math.pi / 180.0)
     image = _rotate(image, "BILINEAR", angle)
     depth = _rotate(depth[..., tf.newaxis], "NEAREST", angle)[..., 0]
   stacked = tf.concat([image, depth[..., tf.newaxis]], axis=-1)
-  stacked = tf.image.random_crop(stacked, [cfg.crop[0], cfg.crop[1], 4])
+  stacked = tf.image.stateless_random_crop(
+      stacked, [cfg.crop[0], cfg.crop[1], 4], seeds[2])
   if cfg.flip:
-    stacked = tf.image.random_flip_left_right(stacked)
+    stacked = tf.image.stateless_random_flip_left_right(stacked, seeds[3])
   image, depth = stacked[..., :3], stacked[..., 3]
-  factors = tf.random.uniform([3], cfg.color[0], cfg.color[1])
+  factors = tf.random.stateless_uniform([3], seeds[4], cfg.color[0],
+                                        cfg.color[1])
   image = tf.clip_by_value(image * factors, 0.0, 255.0)
   return to_trunk_range(image), depth
 

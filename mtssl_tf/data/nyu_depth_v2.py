@@ -239,14 +239,20 @@ def tfds_dataset(data_dir: Optional[str], split: str, shuffle: bool = False,
 
   Damaged shards and records are skipped and counted in ``counter`` (reasons
   ``TFDS_SKIP_REASONS``; a private counter if None). With ``shuffle`` the
-  order is reshuffled every pass (repeat outside).
+  stream is endless: the shard order is reshuffled every pass and the
+  frames pass through a 64-frame shuffle buffer. Reading is deterministic
+  either way, so a checkpointed iterator resumes on the same frames; the
+  buffer is part of that checkpoint (64 decoded 480x640 frames, ~100 MB;
+  TFDS's split is consecutive video frames, so the shard shuffle does most
+  of the mixing).
   """
   builder = check_tfds(data_dir, split)
   counter = counter or skipping.SkipCounter(TFDS_SKIP_REASONS)
   ds = skipping.read_tfds(builder, TFDS_SPLITS[split], counter,
-                          deterministic=not shuffle)
+                          shuffle_seed=seed if shuffle else None,
+                          repeat=shuffle, deterministic=True)
   if shuffle:
-    ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(64, seed=seed, reshuffle_each_iteration=True)
   return ds.map(lambda name, ex: (ex["image"],
                                   tf.cast(ex["depth"], tf.float32)),
                 num_parallel_calls=tf.data.AUTOTUNE)

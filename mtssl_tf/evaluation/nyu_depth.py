@@ -31,11 +31,13 @@ over each frame; every field below is a flag to change it.
 The loop follows pre-training's conventions: tf.distribute (``strategy``
 "default" or "mirrored" as pre-training's --strategy, ``batch_size`` the
 global batch; gradients averaged over replicas and berHu's c taken over the
-whole batch, all replicas), a ``tf.train.CheckpointManager``
-under ``output_dir/train`` (resumes after kill -9; a non-finite loss stops
-the run before anything after it is saved: its gradients are zeroed, though
-SGD's momentum still moves the weights in memory), TensorBoard scalars and colour-mapped
-depth images, progress lines with rate and ETA.
+whole batch, all replicas), a ``tf.train.CheckpointManager`` under
+``output_dir/train`` holding the weights and the input iterator's position
+(a run killed with kill -9 resumes at the same step with the same data
+order; augmentation is stateless per example), a non-finite loss stops the
+run before anything after it is saved (its gradients are zeroed, though
+SGD's momentum still moves the weights in memory), TensorBoard scalars and
+colour-mapped depth images, progress lines with rate and ETA.
 """
 
 import dataclasses
@@ -257,13 +259,28 @@ def _sources(config: Config, output_dir: str, seed: int):
                        "test_images": len(test_idx), "skipped": skipped}
 
 
-def train_dataset(pairs, config: Config) -> tf.data.Dataset:
+def train_dataset(pairs, config: Config, seed: int) -> tf.data.Dataset:
+  """Endless augmented training batches, checkpointable for exact resume.
+
+  Example ``n`` of the stream (over all passes) is augmented with the
+  stateless seed ``(seed, n)``; the source's shuffle state and the position
+  are what the iterator's checkpoint holds. The skip counters updated inside
+  the source are bookkeeping outside it (not saved; a resume restarts them),
+  so the external-state policy is IGNORE, as in pre-training.
+  """
   aug = config.augment
-  return (pairs.repeat()
-          .map(lambda i, d: depth_augment.train_example(i, d, aug),
-               num_parallel_calls=tf.data.AUTOTUNE)
+
+  def augment(n, pair):
+    return depth_augment.train_example(
+        pair[0], pair[1], aug, tf.stack([tf.constant(seed, tf.int64), n]))
+
+  options = tf.data.Options()
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.IGNORE)
+  return (pairs.repeat().enumerate()
+          .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
           .batch(config.batch_size, drop_remainder=True)
-          .prefetch(2))
+          .prefetch(2).with_options(options))
 
 
 def test_dataset(pairs, config: Config) -> tf.data.Dataset:
@@ -379,7 +396,8 @@ def evaluate(network, test: tf.data.Dataset, config: Config,
 
 
 def _reestimate_stale_batch_norm(network, train_pairs, config: Config,
-                                 steps: int, num_images: int, log) -> int:
+                                 steps: int, num_images: int, log,
+                                 seed: int) -> int:
   """Re-estimates every batch norm of ``network`` if fine-tuning was short.
 
   The paper's recipe (~119k steps) leaves no trace of the initial moving
@@ -402,7 +420,7 @@ def _reestimate_stale_batch_norm(network, train_pairs, config: Config,
   if num_images <= 0 or not layers or max(
       float(layer.momentum) ** steps for layer in layers) <= 0.1:
     return 0
-  images = train_dataset(train_pairs, config).map(lambda i, d: i)
+  images = train_dataset(train_pairs, config, seed).map(lambda i, d: i)
   return bn_stats.recompute(network, images, num_images, log=log,
                             layers=layers)
 
@@ -448,8 +466,9 @@ def train_and_evaluate(ctx, config: Config):
     raise ValueError(f"--nyu_depth.batch_size ({config.batch_size}) must be "
                      f"a multiple of the {strategy.num_replicas_in_sync} "
                      f"replicas.")
-  train_iter = iter(strategy.experimental_distribute_dataset(
-      train_dataset(train_pairs, config)))
+  # A host iterator of global batches (checkpointable, unlike a distributed
+  # iterator); each step gives replica i rows [i * n, (i + 1) * n).
+  train_iter = iter(train_dataset(train_pairs, config, ctx.seed))
   test = test_dataset(test_pairs, config)
 
   # ---- Model, optimizer, checkpoint. Every batch norm is fine-tuned in
@@ -464,7 +483,10 @@ def train_and_evaluate(ctx, config: Config):
         learning_rate_schedule(config, counts["train_images"]),
         momentum=config.momentum)
     optimizer.build(network.trainable_variables)
-  ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer)
+  # The input's position is saved with the weights: a resumed run sees the
+  # batches an uninterrupted one would (same step, same data order).
+  ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer,
+                             data=train_iter)
   manager = tf.train.CheckpointManager(ckpt, train_dir, max_to_keep=2)
   if manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -496,9 +518,19 @@ def train_and_evaluate(ctx, config: Config):
     optimizer.apply_gradients(zip(grads, network.trainable_variables))
     return loss, total
 
+  per_replica_batch = config.batch_size // num_replicas
+
+  def shard(batch):
+    def rows(value_context):
+      first = value_context.replica_id_in_sync_group * per_replica_batch
+      return batch[first:first + per_replica_batch]
+    return strategy.experimental_distribute_values_from_function(rows)
+
   @tf.function
   def train_step():
-    loss, total = strategy.run(replica_step, args=next(train_iter))
+    images, depths = next(train_iter)
+    loss, total = strategy.run(replica_step,
+                               args=(shard(images), shard(depths)))
     mean = tf.distribute.ReduceOp.MEAN
     return strategy.reduce(mean, loss, None), strategy.reduce(mean, total,
                                                               None)
@@ -561,7 +593,7 @@ def train_and_evaluate(ctx, config: Config):
     manager.save(checkpoint_number=step)
   bn_images = _reestimate_stale_batch_norm(
       network, train_pairs, config, step,
-      getattr(ctx, "recompute_bn_stats", 0), log)
+      getattr(ctx, "recompute_bn_stats", 0), log, ctx.seed)
   write_images(step)
 
   metrics, evaluated = evaluate(network, test, config, log)
