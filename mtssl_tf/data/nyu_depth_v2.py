@@ -248,6 +248,16 @@ def tfds_dataset(data_dir: Optional[str], split: str, shuffle: bool = False,
   """
   builder = check_tfds(data_dir, split)
   counter = counter or skipping.SkipCounter(TFDS_SKIP_REASONS)
+  if shuffle and not list(skipping.read_tfds(
+      builder, TFDS_SPLITS[split],
+      skipping.SkipCounter(TFDS_SKIP_REASONS)).take(1)):
+    # An endless stream over shards without one readable frame would wait
+    # forever instead of failing.
+    where = data_dir or "TFDS's default data_dir"
+    raise ValueError(f"TFDS {TFDS_NAME!r} in {where}: no readable frame in "
+                     f"split {TFDS_SPLITS[split]!r} (every shard is damaged "
+                     f"from its first record); rebuild it with `tfds build "
+                     f"{TFDS_NAME}`.")
   ds = skipping.read_tfds(builder, TFDS_SPLITS[split], counter,
                           shuffle_seed=seed if shuffle else None,
                           repeat=shuffle, deterministic=True)

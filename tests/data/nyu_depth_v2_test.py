@@ -252,5 +252,13 @@ def test_tfds_source_reads_the_prepared_set_and_skips_damage(tmp_path):
   assert counter.items()[0]["detail"].startswith("read 2 records")
   # Training reads on (shuffled, repeated outside) past the damage.
   train = nyu_depth_v2.tfds_dataset(data_dir, "train", shuffle=True, seed=1,
-                                    counter=counter).repeat().take(6)
+                                    counter=counter).take(6)
   assert len(list(train.as_numpy_iterator())) == 6
+  # Damaged from its first record: the endless training stream would never
+  # yield, so it is refused when it is built.
+  data[12 + len(records[0]) // 2] ^= 1
+  with open(shard, "wb") as f:
+    f.write(bytes(data))
+  assert not list(nyu_depth_v2.tfds_dataset(data_dir, "train"))
+  with pytest.raises(ValueError, match="no readable frame.*tfds build"):
+    nyu_depth_v2.tfds_dataset(data_dir, "train", shuffle=True, seed=1)
