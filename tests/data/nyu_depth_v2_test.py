@@ -250,7 +250,7 @@ def test_tfds_source_reads_the_prepared_set_and_skips_damage(tmp_path):
   assert len(got) == 2
   assert counter.as_dict() == {"bad_shard": 1, "bad_record": 0}
   assert counter.items()[0]["detail"].startswith("read 2 records")
-  # Training reads on (shuffled, repeated outside) past the damage.
+  # Training reads on (shuffled, endless) past the damage.
   train = nyu_depth_v2.tfds_dataset(data_dir, "train", shuffle=True, seed=1,
                                     counter=counter).take(6)
   assert len(list(train.as_numpy_iterator())) == 6
